@@ -1,0 +1,42 @@
+"""The `privacy-lakehouse` command: a thin layer over the library.
+
+Each subcommand lives in the module that implements it, which exposes
+`add_arguments(parser)` and `run(args) -> int`. This file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (command name, module, one-line help). Modules are imported lazily so `--help` stays fast.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("generate", "privacy_lakehouse.generate", "Write synthetic landing files for the demo bank."),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="privacy-lakehouse",
+        description="Privacy-first lakehouse operations: data generation, keys, retention, "
+        "erasure, audit and access.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Opening DuckDB the project's way: the signed Delta extension from its PyPI wheel, installed
+into a project-local folder (never downloaded, never unsigned), and the project's functions."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+
+def delta_extension_file() -> Path:
+    """The signed delta extension shipped in the `duckdb-ext-delta` wheel for this DuckDB."""
+    spec = importlib.util.find_spec("duckdb_ext")
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    version = "v" + duckdb.__version__
+    for root in roots:
+        for candidate in sorted((Path(root) / "extensions" / version).glob("*/delta.duckdb_extension")):
+            return candidate
+    raise RuntimeError(
+        f"The DuckDB delta extension for DuckDB {duckdb.__version__} was not found; install the "
+        "pinned 'duckdb-ext-delta' package (make setup)."
+    )
+
+
+def connection_config(extension_dir: Path) -> dict[str, Any]:
+    return {
+        "extension_directory": str(extension_dir),
+        # Never fetch anything at run time; the extension comes from the pinned wheel.
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_unsigned_extensions": False,
+    }
+
+
+def load_delta_extension(conn: duckdb.DuckDBPyConnection, extension_dir: Path) -> None:
+    installed = extension_dir / ("v" + duckdb.__version__)
+    if not any(installed.glob("*/delta.duckdb_extension")):
+        extension_dir.mkdir(parents=True, exist_ok=True)
+        conn.execute(f"INSTALL '{delta_extension_file()}'")
+    conn.execute("LOAD delta")
+
+
+def connect(
+    database: str | os.PathLike = ":memory:",
+    *,
+    extension_dir: Path,
+    read_only: bool = False,
+    functions: bool = False,
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the delta extension loaded (for tools, tests and serving)."""
+    conn = duckdb.connect(str(database), read_only=read_only, config=connection_config(extension_dir))
+    load_delta_extension(conn, extension_dir)
+    if functions:
+        register_project_functions(conn)
+    return conn
+
+
+def register_project_functions(conn: duckdb.DuckDBPyConnection) -> None:
+    """Functions that carry secrets or policy into SQL without putting them in SQL text."""
+    try:  # TEMP-INTEGRATION: modules being written in parallel
+        from privacy_lakehouse import duckdb_functions, policy
+        from privacy_lakehouse.keyring import Keyring
+    except ImportError:
+        return
+    duckdb_functions.register(conn, Keyring.open_default())
+    policy.register(conn)
