@@ -53,7 +53,9 @@
   {% call statement('view') -%}
     {%- if result['version'] is none -%}
     {#- --empty on a table that does not exist yet: a typed, empty view so downstream compiles. -#}
-    create or replace view {{ target_relation }} as select * from {{ adapter.quote(stage_name) }} where false
+    create or replace view {{ target_relation }} as select * from (
+      {{ sql }}
+    ) where false
     {%- else -%}
     create or replace view {{ target_relation }} as select * from delta_scan({{ delta_sql_string(location) }})
     {%- endif -%}

@@ -214,6 +214,7 @@ class Plugin(BasePlugin):
         config.update(duckdb_setup.connection_config(self.extension_dir))
 
     def configure_connection(self, conn):
+        ensure_control_tables(self.lake_dir)
         duckdb_setup.load_delta_extension(conn, self.extension_dir)
         duckdb_setup.register_project_functions(conn)
         self._register_writer_functions(conn)
@@ -257,6 +258,33 @@ class Plugin(BasePlugin):
         result = write_model(cursor, spec)
         with self._results_lock:
             self._results[spec.location] = result
+
+
+# Tables the Python hooks write and models read; they must exist before the first build.
+CONTROL_TABLES: dict[str, pa.Schema] = {
+    "control/erasure_tombstones": pa.schema(
+        [
+            ("tombstone_token", pa.string()),
+            ("erased_at", pa.timestamp("us", tz="UTC")),
+            ("request_id", pa.string()),
+        ]
+    ),
+}
+
+
+def ensure_control_tables(lake_dir: Path) -> None:
+    for relative, schema in CONTROL_TABLES.items():
+        location = lake_dir / relative
+        if not DeltaTable.is_deltatable(str(location)):
+            location.mkdir(parents=True, exist_ok=True)
+            write_deltalake(
+                str(location),
+                schema.empty_table(),
+                mode="ignore",
+                configuration=privacy_table_properties(
+                    list(schema.names), ["erased_at", "request_id"], {}
+                ),
+            )
 
 
 def delta_table_version(location: str) -> int | None:
@@ -379,7 +407,15 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
         select_sql, schema_mode = _apply_schema_policy(
             spec, cursor, table, existing, stage_cols, casts, added, removed, changed, result
         )
-        if spec.mode == "append":
+        if schema_mode == "overwrite":  # sync_all_columns: the table is rewritten in one commit
+            write_deltalake(
+                table,
+                _batches(cursor, select_sql, counter),
+                mode="overwrite",
+                schema_mode="overwrite",
+                partition_by=spec.partition_by or None,
+            )
+        elif spec.mode == "append":
             write_deltalake(
                 table,
                 _batches(cursor, select_sql, counter),
@@ -448,31 +484,24 @@ def _apply_schema_policy(
         parts += [f"null as {quote_ident(c)}" for c in removed]
         return f"select {', '.join(parts)} from ({_inner(spec, stage_cols, casts)})", "merge"
 
-    # sync_all_columns: rewrite the table to the model's shape (drops removed columns, applies
-    # type changes), then write the new rows. Old files stay readable until vacuum.
+    # sync_all_columns: one overwrite with the table's rows in the model's shape (removed columns
+    # dropped, types changed) plus the new rows. A single commit, and every read (the model's own
+    # incremental filter included) still sees the old table while the stream runs.
     result.columns_removed = removed
-    keep = [c for c in existing.names if c.lower() in stage_names]
     location = sql_string(spec.location)
-    rewrite_parts = []
-    for col in keep:
-        target_type = casts.get(stage_names[col.lower()]) or stage_types[stage_names[col.lower()]]
-        rewrite_parts.append(f"cast({quote_ident(col)} as {target_type}) as {quote_ident(col)}")
-    for col in added:
-        target_type = casts.get(col) or stage_types[col]
-        rewrite_parts.append(f"cast(null as {target_type}) as {quote_ident(col)}")
-    rewrite_sql = f"select {', '.join(rewrite_parts)} from delta_scan({location})"
-    counter = {"rows": 0, "batches": 0}
-    write_deltalake(
-        table,
-        _batches(cursor, rewrite_sql, counter),
-        mode="overwrite",
-        schema_mode="overwrite",
-        partition_by=spec.partition_by or None,
-    )
-    ordered = ", ".join(quote_ident(stage_names[c.lower()]) for c in keep) or ""
-    extra = ", ".join(quote_ident(c) for c in added)
-    cols = ", ".join(x for x in (ordered, extra) if x)
-    return f"select {cols} from ({_inner(spec, stage_cols, casts)})", None
+    existing_parts = []
+    for name, duck_type in stage_cols:
+        target_type = casts.get(name) or duck_type
+        if name.lower() in {c.lower() for c in existing.names}:
+            existing_parts.append(f"cast({quote_ident(name)} as {target_type}) as {quote_ident(name)}")
+        else:
+            existing_parts.append(f"cast(null as {target_type}) as {quote_ident(name)}")
+    old_rows = f"select {', '.join(existing_parts)} from delta_scan({location})"
+    if spec.mode == "merge" and spec.unique_key:
+        keys = ", ".join(quote_ident(k) for k in spec.unique_key)
+        old_rows += f" where ({keys}) not in (select ({keys}) from {spec.stage})"
+    combined = f"{old_rows} union all by name {_inner(spec, stage_cols, casts)}"
+    return combined, "overwrite"
 
 
 def _inner(spec: WriteSpec, stage_cols, casts) -> str:

@@ -60,10 +60,8 @@ def connect(
 
 def register_project_functions(conn: duckdb.DuckDBPyConnection) -> None:
     """Functions that carry secrets or policy into SQL without putting them in SQL text."""
-    try:  # TEMP-INTEGRATION: modules being written in parallel
-        from privacy_lakehouse import duckdb_functions, policy
-        from privacy_lakehouse.keyring import Keyring
-    except ImportError:
-        return
+    from privacy_lakehouse import duckdb_functions, policy
+    from privacy_lakehouse.keyring import Keyring
+
     duckdb_functions.register(conn, Keyring.open_default())
     policy.register(conn)

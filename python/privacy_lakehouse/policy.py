@@ -31,7 +31,8 @@ POLICY_FILE_NAME = "privacy_policy.yml"
 
 # Layers of the medallion that models live in (the folder under models/), in flow order.
 MODEL_LAYERS = ("bronze", "silver", "gold")
-# Sources are landing data: classified, but their treatment happens on the way into bronze.
+# Sources, and the ephemeral parsing models under models/landing/, are landing data: classified,
+# but their treatment happens on the way into bronze.
 LANDING_LAYER = "landing"
 # Seeds are reference data loaded as they are: classified, no treatment of their own.
 SEED_LAYER = "seed"
@@ -437,7 +438,8 @@ def _validate_node(node: Mapping[str, Any], policy: Policy) -> list[PolicyViolat
             None,
             "unknown_layer",
             f"{resource_type} is in layer {layer!r}; models must live under "
-            f"models/{{{','.join(policy.layers)}}}/ so the policy knows which layer they are in",
+            f"models/{{{','.join((LANDING_LAYER, *policy.layers))}}}/ so the policy knows "
+            "which layer they are in",
         )
     columns = node.get("columns") or {}
     if not columns:

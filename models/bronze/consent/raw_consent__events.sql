@@ -1,0 +1,25 @@
+{{ config(incremental_strategy='append') }}
+-- Consent grants and revocations as delivered; the customer only as a token.
+with
+
+landing as (
+    select * from {{ ref('base_consent__events') }}
+    where reject_reason is null
+        and {{ not_erased('customer_id') }}
+    {%- if is_incremental() %}
+        and ingest_key not in (select ingest_key from {{ this }})
+    {%- endif %}
+)
+
+select
+    ingest_key,
+    record_hash,
+    source_file,
+    {{ ingest_metadata() }},
+    {{ salted_hash('customer_id', 'subject') }} as subject_token,
+    event_id,
+    purpose,
+    consent_action,
+    event_ts,
+    channel
+from landing

@@ -1,0 +1,35 @@
+{{ config(incremental_strategy='append') }}
+-- Accounts as delivered; account number and IBAN only as tokens and ciphertext.
+with
+
+landing as (
+    select * from {{ ref('base_core_banking__accounts') }}
+    where reject_reason is null
+        and {{ not_erased('customer_id') }}
+    {%- if is_incremental() %}
+        and ingest_key not in (select ingest_key from {{ this }})
+    {%- endif %}
+),
+
+subjects as (
+    select
+        *,
+        {{ salted_hash('customer_id', 'subject') }} as subject_token
+    from landing
+)
+
+select
+    ingest_key,
+    record_hash,
+    source_file,
+    {{ ingest_metadata() }},
+    subject_token,
+    {{ salted_hash('account_id', 'account') }} as account_token,
+    {{ salted_hash("upper(replace(iban, ' ', ''))", 'iban') }} as iban_token,
+    {{ encrypt_for_subject('iban', 'subject_token') }} as iban_enc,
+    account_type,
+    currency,
+    opened_at,
+    status,
+    balance
+from subjects

@@ -1,0 +1,53 @@
+{{ config(incremental_strategy='append') }}
+-- Every landing row that broke its source contract, with a reason code. Never dropped: landing
+-- rows = bronze rows + quarantined rows. The row itself is kept only as ciphertext, under the
+-- customer's key when the row names one (so erasure reaches it), else under a per-file key.
+with
+
+rejected as (
+    {%- set sources = [
+        ('core_banking.customers', 'base_core_banking__customers'),
+        ('core_banking.accounts', 'base_core_banking__accounts'),
+        ('cards.transactions', 'base_cards__transactions'),
+        ('consent.events', 'base_consent__events'),
+        ('support.cases', 'base_support__cases'),
+    ] %}
+    {%- for source_name, model_name in sources %}
+    select
+        '{{ source_name }}' as source_name,
+        source_file,
+        ingest_key,
+        record_hash,
+        reject_reason,
+        customer_id,
+        raw_record
+    from {{ ref(model_name) }}
+    where reject_reason is not null
+        and (customer_id is null or {{ not_erased('customer_id') }})
+    {%- if not loop.last %}
+    union all
+    {%- endif %}
+    {%- endfor %}
+),
+
+new_rows as (
+    select
+        *,
+        {{ salted_hash("coalesce(customer_id, 'quarantine:' || source_name || ':' || source_file)", 'subject') }} as subject_token
+    from rejected
+    {%- if is_incremental() %}
+    where ingest_key not in (select ingest_key from {{ this }})
+    {%- endif %}
+)
+
+select
+    ingest_key,
+    record_hash,
+    source_name,
+    source_file,
+    {{ ingest_metadata() }},
+    reject_reason,
+    subject_token,
+    customer_id is not null as has_subject,
+    {{ encrypt_for_subject('raw_record', 'subject_token') }} as record_enc
+from new_rows

@@ -1,0 +1,51 @@
+{{ config(incremental_strategy='append') }}
+-- Support cases. The free-text note is kept only as ciphertext under the customer's key and as
+-- a redacted copy (patterns and the customer's own name replaced by placeholders).
+with
+
+landing as (
+    select * from {{ ref('base_support__cases') }}
+    where reject_reason is null
+        and {{ not_erased('customer_id') }}
+    {%- if is_incremental() %}
+        and ingest_key not in (select ingest_key from {{ this }})
+    {%- endif %}
+),
+
+names as (
+    select
+        customer_id,
+        max(first_name) as first_name,
+        max(last_name) as last_name
+    from {{ ref('base_core_banking__customers') }}
+    where reject_reason is null
+    group by customer_id
+),
+
+subjects as (
+    select
+        landing.*,
+        names.first_name,
+        names.last_name,
+        {{ salted_hash('landing.customer_id', 'subject') }} as subject_token
+    from landing
+    left join names on landing.customer_id = names.customer_id
+)
+
+select
+    ingest_key,
+    record_hash,
+    source_file,
+    {{ ingest_metadata() }},
+    subject_token,
+    case_id,
+    opened_at,
+    channel,
+    category,
+    case_status,
+    {{ encrypt_for_subject('note', 'subject_token') }} as note_enc,
+    {{ redact_free_text(
+        "replace(replace(note, coalesce(nullif(first_name, ''), chr(0)), '[NAME]'), "
+        ~ "coalesce(nullif(last_name, ''), chr(0)), '[NAME]')"
+    ) }} as note_redacted
+from subjects

@@ -1,0 +1,35 @@
+-- Parses and checks landing card transactions. Ephemeral: plaintext never persists past this CTE.
+with
+
+records as (
+    {{ landing_records(source('cards', 'transactions')) }}
+),
+
+parsed as (
+    select
+        source_file,
+        record_hash,
+        ingest_key,
+        raw_record,
+        nullif(trim(doc ->> 'transaction_id'), '') as transaction_id,
+        nullif(trim(doc ->> 'account_id'), '') as account_id,
+        nullif(trim(doc ->> 'customer_id'), '') as customer_id,
+        nullif(trim(doc ->> 'card_number'), '') as card_number,
+        doc ->> 'amount' as amount,
+        doc ->> 'currency' as currency,
+        doc ->> 'merchant_category' as merchant_category,
+        doc ->> 'merchant_country' as merchant_country,
+        doc ->> 'transaction_ts' as transaction_ts,
+        doc ->> 'channel' as channel,
+        doc ->> 'device_id' as device_id
+    from records
+)
+
+select
+    *,
+    case
+        when transaction_id is null or customer_id is null or card_number is null then 'missing_key'
+        when not {{ is_valid_timestamp('transaction_ts') }} then 'malformed_date'
+        when try_cast(amount as decimal(18, 2)) is null then 'bad_amount'
+    end as reject_reason
+from parsed

@@ -1,0 +1,34 @@
+-- Parses and checks consent events (JSON lines). Ephemeral: plaintext never persists past this CTE.
+with
+
+records as (
+    {{ landing_records(source('consent', 'events'), format='jsonl') }}
+),
+
+parsed as (
+    select
+        source_file,
+        record_hash,
+        ingest_key,
+        raw_record,
+        doc is not null as is_parseable,
+        nullif(trim(doc ->> 'event_id'), '') as event_id,
+        nullif(trim(doc ->> 'customer_id'), '') as customer_id,
+        doc ->> 'purpose' as purpose,
+        doc ->> 'action' as consent_action,
+        doc ->> 'event_ts' as event_ts,
+        doc ->> 'channel' as channel
+    from records
+)
+
+select
+    *,
+    case
+        when not is_parseable then 'unparseable_line'
+        when event_id is null or customer_id is null then 'missing_key'
+        when purpose not in ('analytics', 'marketing', 'fraud_prevention', 'partner_sharing')
+            or purpose is null then 'unknown_enum'
+        when consent_action not in ('grant', 'revoke') or consent_action is null then 'unknown_enum'
+        when not {{ is_valid_timestamp('event_ts') }} then 'malformed_date'
+    end as reject_reason
+from parsed

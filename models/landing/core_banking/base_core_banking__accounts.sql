@@ -1,0 +1,32 @@
+-- Parses and checks landing account rows. Ephemeral: plaintext never persists past this CTE.
+with
+
+records as (
+    {{ landing_records(source('core_banking', 'accounts')) }}
+),
+
+parsed as (
+    select
+        source_file,
+        record_hash,
+        ingest_key,
+        raw_record,
+        nullif(trim(doc ->> 'account_id'), '') as account_id,
+        nullif(trim(doc ->> 'customer_id'), '') as customer_id,
+        doc ->> 'iban' as iban,
+        doc ->> 'account_type' as account_type,
+        doc ->> 'currency' as currency,
+        doc ->> 'opened_at' as opened_at,
+        doc ->> 'status' as status,
+        doc ->> 'balance' as balance
+    from records
+)
+
+select
+    *,
+    case
+        when account_id is null or customer_id is null then 'missing_key'
+        when not ({{ is_valid_timestamp('opened_at') }} or {{ is_valid_timestamp('opened_at', '%Y-%m-%d') }}) then 'malformed_date'
+        when try_cast(balance as decimal(18, 2)) is null then 'bad_amount'
+    end as reject_reason
+from parsed

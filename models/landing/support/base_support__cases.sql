@@ -1,0 +1,32 @@
+-- Parses and checks support cases (JSON lines). Ephemeral: plaintext never persists past this CTE.
+with
+
+records as (
+    {{ landing_records(source('support', 'cases'), format='jsonl') }}
+),
+
+parsed as (
+    select
+        source_file,
+        record_hash,
+        ingest_key,
+        raw_record,
+        doc is not null as is_parseable,
+        nullif(trim(doc ->> 'case_id'), '') as case_id,
+        nullif(trim(doc ->> 'customer_id'), '') as customer_id,
+        doc ->> 'opened_at' as opened_at,
+        doc ->> 'channel' as channel,
+        doc ->> 'category' as category,
+        doc ->> 'status' as case_status,
+        doc ->> 'note' as note
+    from records
+)
+
+select
+    *,
+    case
+        when not is_parseable then 'unparseable_line'
+        when case_id is null or customer_id is null then 'missing_key'
+        when not {{ is_valid_timestamp('opened_at') }} then 'malformed_date'
+    end as reject_reason
+from parsed

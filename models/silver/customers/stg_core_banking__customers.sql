@@ -1,0 +1,55 @@
+-- Current state of each customer: typed, deduplicated (latest update wins), pseudonymous.
+-- Quasi-identifiers are generalized here per column meta.
+with
+
+source as (
+    select * from {{ ref('raw_core_banking__customers') }}
+),
+
+latest as (
+    select *
+    from source
+    qualify row_number() over (
+        partition by subject_token
+        order by strptime(updated_at, '%Y-%m-%d %H:%M:%S') desc, ingested_at desc, ingest_key
+    ) = 1
+),
+
+typed as (
+    select
+        -- keys
+        subject_token,
+        email_token,
+        phone_token,
+        national_id_token,
+        -- encrypted contact details, readable only for fraud investigation
+        email_enc,
+        phone_enc,
+        -- generalized quasi-identifiers
+        cast(strptime(birth_date, '%Y-%m-%d') as date) as birth_date,
+        postcode,
+        city,
+        upper(country) as country,
+        -- attributes
+        preferred_language,
+        cast(strptime(created_at, '%Y-%m-%d %H:%M:%S') as date) as customer_since,
+        strptime(updated_at, '%Y-%m-%d %H:%M:%S') as updated_at
+    from latest
+)
+
+select
+    subject_token,
+    email_token,
+    phone_token,
+    national_id_token,
+    email_enc,
+    phone_enc,
+    {{ mask_year_only('birth_date') }} as birth_year,
+    {{ age_band('birth_date') }} as age_band,
+    {{ postcode_prefix('postcode', 2) }} as postcode_area,
+    city,
+    country,
+    preferred_language,
+    customer_since,
+    updated_at
+from typed

@@ -1,0 +1,748 @@
+"""The keyring: tokens, envelope encryption, crypto-shredding, rotation, errors and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac as std_hmac
+import json
+import os
+import re
+import sqlite3
+import stat
+import threading
+import warnings
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
+from privacy_lakehouse import keyring as keyring_module
+from privacy_lakehouse.keyring import (
+    DEV_KEY_WARNING,
+    DevelopmentMasterKeyWarning,
+    EnvMasterKeyProvider,
+    KeyDestroyedError,
+    KeyNotFoundError,
+    Keyring,
+    KeyringError,
+    LocalKeyFileProvider,
+    MasterKeyError,
+    PurposeNotAllowedError,
+    TamperedCiphertextError,
+)
+from privacy_lakehouse.settings import load_settings
+
+TOKEN_FORMAT = re.compile(r"v[0-9]+:[0-9a-f]{32}")
+PURPOSE = "fraud_prevention"
+
+
+class StaticProvider:
+    """An in-memory master key provider: the pluggable interface, as a KMS adapter would use it."""
+
+    def __init__(self, key: bytes, version: int = 1):
+        self.key, self.version = key, version
+        self.description = "test provider"
+
+    def current(self) -> tuple[int, bytes]:
+        return self.version, self.key
+
+    def get(self, version: int) -> bytes:
+        return self.key
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch, tmp_path):
+    for name in (
+        "PRIVACY_LAKEHOUSE_MASTER_KEY",
+        "PRIVACY_LAKEHOUSE_NEW_MASTER_KEY",
+        "PRIVACY_LAKEHOUSE_KEY_PROVIDER",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_HOME", str(tmp_path))
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_KEYS", str(tmp_path / "keys"))
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_TARGET", "test")
+
+
+@pytest.fixture
+def master_key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def store_path(tmp_path) -> Path:
+    return tmp_path / "keys" / "keyring.sqlite"
+
+
+@pytest.fixture
+def ring(store_path, master_key):
+    with Keyring(store_path, StaticProvider(master_key)) as opened:
+        yield opened
+
+
+def stored_secrets(store_path: Path, kek: bytes) -> dict[str, bytes]:
+    """Every live salt and data key, unwrapped independently of the keyring (the test oracle)."""
+    db = sqlite3.connect(store_path)
+    try:
+        secrets = {
+            f"salt:{name}:{version}": aes_key_unwrap(kek, wrapped)
+            for name, version, wrapped in db.execute(
+                "SELECT name, version, wrapped_secret FROM salts WHERE wrapped_secret IS NOT NULL"
+            )
+        }
+        for token, wrapped in db.execute(
+            "SELECT s.subject_token, d.wrapped_key FROM subject_keys s JOIN data_keys d "
+            "USING (key_id) WHERE d.wrapped_key IS NOT NULL"
+        ):
+            secrets[f"data:{token}"] = aes_key_unwrap(kek, wrapped)
+        return secrets
+    finally:
+        db.close()
+
+
+def wrapped_data_key(store_path: Path, subject_token: str) -> bytes | None:
+    db = sqlite3.connect(store_path)
+    try:
+        return db.execute(
+            "SELECT d.wrapped_key FROM subject_keys s JOIN data_keys d USING (key_id) "
+            "WHERE s.subject_token = ?",
+            (subject_token,),
+        ).fetchone()[0]
+    finally:
+        db.close()
+
+
+def secret_forms(secret: bytes) -> list[str]:
+    """The ways a key could leak into text: hex (both cases) and base64 (standard, URL-safe)."""
+    standard = base64.b64encode(secret).decode()
+    urlsafe = base64.urlsafe_b64encode(secret).decode()
+    return [
+        secret.hex(),
+        secret.hex().upper(),
+        standard,
+        standard.rstrip("="),
+        urlsafe,
+        urlsafe.rstrip("="),
+    ]
+
+
+def assert_no_secret(text: str, secrets: list[bytes]) -> None:
+    assert secrets, "the scan needs secrets to look for"
+    for secret in secrets:
+        for form in secret_forms(secret):
+            assert form not in text
+
+
+def reference_token(salt: bytes, version: int, value: str) -> str:
+    digest = std_hmac.new(salt, value.encode("utf-8"), hashlib.sha256).digest()
+    return f"v{version}:{digest[:16].hex()}"
+
+
+# ---- tokens --------------------------------------------------------------------------------
+
+
+def test_token_is_truncated_hmac_of_the_stored_salt(ring, store_path, master_key):
+    token = ring.token("customer-42")
+    salt = stored_secrets(store_path, master_key)["salt:subject:1"]
+    assert token == reference_token(salt, 1, "customer-42")
+    assert TOKEN_FORMAT.fullmatch(token)
+    assert ring.token("customer-42") == token  # deterministic
+    assert ring.token("customer-43") != token
+
+
+def test_token_nulls_empty_strings_and_salts(ring):
+    assert ring.token(None) is None
+    empty = ring.token("")
+    assert empty is not None and TOKEN_FORMAT.fullmatch(empty)
+    assert ring.token("alice", "email") != ring.token("alice", "subject")
+    assert ring.token("Alice") != ring.token("alice")
+    with pytest.raises(TypeError):
+        ring.token(42)
+
+
+def test_vectorised_tokens_match_scalar_tokens(ring):
+    values = ["a", "b", None, "a", "", "ünïcødé ✓", "b", None]
+    expected = [ring.token(v) for v in values]
+    assert ring.tokens(pa.array(values)).to_pylist() == expected
+    chunked = pa.chunked_array([values[:3], values[3:]], pa.string())
+    assert ring.tokens(chunked).to_pylist() == expected
+    assert ring.tokens(pa.array(values, pa.large_string())).to_pylist() == expected
+    assert ring.tokens(pa.array([], pa.string())).to_pylist() == []
+
+
+def test_unknown_salt_is_refused_when_creation_is_off(store_path, master_key):
+    with Keyring(store_path, StaticProvider(master_key), create_missing_salts=False) as strict:
+        with pytest.raises(KeyNotFoundError, match="salt 'subject' has no active version"):
+            strict.token("x")
+        strict.create_salt("subject")
+        assert TOKEN_FORMAT.fullmatch(strict.token("x"))
+        with pytest.raises(KeyringError, match="lowercase"):
+            strict.token("x", "Bad Name; drop table")
+
+
+# ---- encryption ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "plaintext",
+    ["alice@example.com", "", "Zoë Ñúñez — 東京 🚀", "x" * 100_000, "line\nbreak\x00nul"],
+)
+def test_encrypt_decrypt_round_trip(ring, plaintext):
+    subject = ring.token("customer-1")
+    ciphertext = ring.encrypt(subject, plaintext)
+    assert plaintext == "" or plaintext not in ciphertext
+    assert ring.decrypt(subject, ciphertext, PURPOSE, "tester") == plaintext
+
+
+def test_ciphertext_layout_and_fresh_nonces(ring):
+    subject = ring.token("customer-1")
+    first, second = ring.encrypt(subject, "same"), ring.encrypt(subject, "same")
+    assert first != second
+    raw = base64.b64decode(first)
+    assert raw[0] == 1 and len(raw) == 1 + 12 + len(b"same") + 16
+    assert ring.encrypt(subject, None) is None
+    assert ring.decrypt(subject, None, PURPOSE, "tester") is None
+
+
+def test_batch_encrypt_and_decrypt(ring):
+    subjects = [ring.token(f"customer-{i % 3}") for i in range(12)]
+    values = [f"value {i}" if i % 5 else None for i in range(12)]
+    ciphertexts = ring.encrypt_many(pa.array(subjects), pa.array(values))
+    assert ciphertexts.null_count == values.count(None)
+    plain = ring.decrypt_many(pa.array(subjects), ciphertexts, PURPOSE, "tester")
+    assert plain.to_pylist() == values
+    assert ring.status()["data_keys"]["active"] == 3
+
+
+def test_encrypting_needs_a_subject_token(ring):
+    with pytest.raises(KeyringError) as caught:
+        ring.encrypt("alice@example.com", "secret value")
+    assert "alice" not in str(caught.value) and "secret value" not in str(caught.value)
+    with pytest.raises(KeyringError, match="no subject token"):
+        ring.encrypt_many([None], ["value"])
+
+
+def flip(ciphertext: str, position: int) -> str:
+    raw = bytearray(base64.b64decode(ciphertext))
+    raw[position] ^= 0x01
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def test_tampered_ciphertext_is_rejected_without_revealing_anything(ring):
+    subject = ring.token("customer-1")
+    plaintext = "alice@example.com"
+    ciphertext = ring.encrypt(subject, plaintext)
+    length = len(base64.b64decode(ciphertext))
+    tampered = [flip(ciphertext, p) for p in (0, 1, 13, length - 1)]
+    tampered += [ciphertext[:-8], "not base64 at all!", ""]
+    for bad in tampered:
+        with pytest.raises(TamperedCiphertextError) as caught:
+            ring.decrypt(subject, bad, PURPOSE, "tester")
+        message = str(caught.value)
+        assert plaintext not in message and ciphertext not in message
+        assert bad == "" or bad not in message
+    assert ring.decrypt(subject, ciphertext, PURPOSE, "tester") == plaintext
+
+
+def test_ciphertext_of_one_subject_does_not_open_as_another(ring):
+    alice, bob = ring.token("alice"), ring.token("bob")
+    ring.encrypt(bob, "bob has a key too")
+    ciphertext = ring.encrypt(alice, "alice@example.com")
+    with pytest.raises(TamperedCiphertextError):
+        ring.decrypt(bob, ciphertext, PURPOSE, "tester")
+
+
+def test_unknown_subject_has_no_key(ring):
+    subject = ring.token("never-encrypted")
+    other = ring.token("other")
+    ciphertext = ring.encrypt(other, "x")
+    with pytest.raises(KeyNotFoundError):
+        ring.decrypt(subject, ciphertext, PURPOSE, "tester")
+
+
+def test_decryption_is_purpose_gated_and_audited(store_path, master_key):
+    calls = []
+    with Keyring(
+        store_path,
+        StaticProvider(master_key),
+        allowed_purposes={"fraud_prevention"},
+        on_decrypt=lambda actor, purpose, count: calls.append((actor, purpose, count)),
+    ) as ring:
+        subjects = [ring.token(s) for s in ("a", "b", "a", "c")]
+        ciphertexts = ring.encrypt_many(subjects, ["1", "2", "3", None])
+        with pytest.raises(PurposeNotAllowedError, match="'marketing' is not allowed"):
+            ring.decrypt_many(subjects, ciphertexts, "marketing", "analyst")
+        with pytest.raises(PurposeNotAllowedError):
+            ring.decrypt_many(subjects, ciphertexts, "erasure_verification", "analyst")
+        assert calls == []
+        plain = ring.decrypt_many(subjects, ciphertexts, "fraud_prevention", "investigator")
+        assert plain.to_pylist() == ["1", "2", "3", None]
+        assert calls == [("investigator", "fraud_prevention", 2)]  # 'c' had nothing to decrypt
+        with pytest.raises(KeyringError, match="actor"):
+            ring.decrypt(subjects[0], ciphertexts[0].as_py(), "fraud_prevention", "")
+
+
+def test_a_failing_audit_stops_decryption(store_path, master_key):
+    def audit_down(actor, purpose, count):
+        raise RuntimeError("audit log unavailable")
+
+    with Keyring(store_path, StaticProvider(master_key), on_decrypt=audit_down) as ring:
+        subject = ring.token("a")
+        ciphertext = ring.encrypt(subject, "value")
+        with pytest.raises(RuntimeError, match="audit log unavailable"):
+            ring.decrypt(subject, ciphertext, PURPOSE, "tester")
+
+
+def test_default_purposes():
+    assert Keyring.__init__.__kwdefaults__["allowed_purposes"] == frozenset(
+        {"fraud_prevention", "erasure_verification"}
+    )
+
+
+def test_two_keyrings_and_threads_share_one_key_per_subject(store_path, master_key):
+    with (
+        Keyring(store_path, StaticProvider(master_key)) as first,
+        Keyring(store_path, StaticProvider(master_key)) as second,
+    ):
+        subjects = [first.token(f"customer-{i}") for i in range(200)]
+        errors = []
+
+        def encrypt_all(ring):
+            try:
+                ring.encrypt_many(subjects, ["v"] * len(subjects))
+            except Exception as error:  # pragma: no cover - reported below
+                errors.append(error)
+
+        threads = [threading.Thread(target=encrypt_all, args=(r,)) for r in [first, second] * 2]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert first.status()["data_keys"]["active"] == 200
+        ciphertext = first.encrypt(subjects[7], "from first")
+        assert second.decrypt(subjects[7], ciphertext, PURPOSE, "tester") == "from first"
+
+
+# ---- master key ----------------------------------------------------------------------------
+
+
+def test_wrong_master_key_fails_clearly(store_path, master_key, ring):
+    ring.encrypt(ring.token("a"), "value")
+    wrong = os.urandom(32)
+    with pytest.raises(MasterKeyError, match="does not open the key store") as caught:
+        Keyring(store_path, StaticProvider(wrong))
+    assert_no_secret(str(caught.value), [wrong, master_key])
+
+
+def test_master_key_from_environment(monkeypatch, master_key):
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_MASTER_KEY", base64.b64encode(master_key).decode())
+    with Keyring.open(load_settings()) as ring:
+        assert ring.master_key_source == "environment variable PRIVACY_LAKEHOUSE_MASTER_KEY"
+        subject = ring.token("a")
+        ciphertext = ring.encrypt(subject, "value")
+    # The same key, written URL-safe and unpadded, opens the same store.
+    monkeypatch.setenv(
+        "PRIVACY_LAKEHOUSE_MASTER_KEY", base64.urlsafe_b64encode(master_key).decode().rstrip("=")
+    )
+    with Keyring.open(load_settings()) as ring:
+        assert ring.decrypt(subject, ciphertext, PURPOSE, "tester") == "value"
+    assert not (load_settings().keys_dir / "master.key").exists()
+
+
+@pytest.mark.parametrize("bad", ["not-base64!!", base64.b64encode(b"short").decode(), "   "])
+def test_malformed_environment_key(monkeypatch, bad):
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_MASTER_KEY", bad)
+    with pytest.raises(MasterKeyError) as caught:
+        EnvMasterKeyProvider()
+    assert "PRIVACY_LAKEHOUSE_MASTER_KEY" in str(caught.value)
+    assert bad.strip() == "" or bad not in str(caught.value)
+
+
+def test_pluggable_provider_from_environment(monkeypatch, master_key):
+    module = type(os)("fake_kms_provider")
+    module.make = lambda settings: StaticProvider(master_key)
+    monkeypatch.setitem(__import__("sys").modules, "fake_kms_provider", module)
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_KEY_PROVIDER", "fake_kms_provider:make")
+    with Keyring.open() as ring:
+        assert ring.master_key_source == "test provider"
+        token = ring.token("x")
+    with Keyring.open_default() as ring:  # the name duckdb_setup uses
+        assert ring.token("x") == token
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_KEY_PROVIDER", "no-colon")
+    with pytest.raises(MasterKeyError, match="package.module:factory"):
+        Keyring.open()
+
+
+def test_local_key_file_is_private_even_with_an_open_umask(tmp_path):
+    previous = os.umask(0)
+    try:
+        with Keyring.open() as ring:
+            ring.encrypt(ring.token("a"), "value")
+    finally:
+        os.umask(previous)
+    keys_dir = tmp_path / "keys"
+    assert stat.S_IMODE(keys_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((keys_dir / "master.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((keys_dir / "keyring.sqlite").stat().st_mode) == 0o600
+    assert (keys_dir / ".gitignore").read_text().splitlines()[-1] == "*"
+    document = json.loads((keys_dir / "master.key").read_text())
+    assert [entry["version"] for entry in document["keys"]] == [1]
+    assert len(base64.b64decode(document["keys"][0]["key"])) == 32
+
+
+def test_local_key_file_warns_outside_dev_and_test(monkeypatch, tmp_path):
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_TARGET", "prod")
+    with pytest.warns(DevelopmentMasterKeyWarning) as caught:
+        Keyring.open().close()
+    assert str(caught[0].message).startswith(DEV_KEY_WARNING)
+    assert DEV_KEY_WARNING == "privacy_lakehouse: using the local development master key file"
+    for target in ("dev", "test"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            LocalKeyFileProvider(tmp_path / "keys" / "master.key", target)
+
+
+def test_master_key_rotation_rewraps_keys_and_retires_the_old_key(store_path, master_key, ring):
+    subjects = [ring.token(f"customer-{i}") for i in range(3)]
+    rows = [(subjects[i % 3], f"row {i}") for i in range(300)]
+    ciphertexts = [ring.encrypt(subject, value) for subject, value in rows]
+    tokens_before = ring.tokens(pa.array([f"customer-{i}" for i in range(3)])).to_pylist()
+    ring.token("x", "email")
+    wrapped_before = {t: wrapped_data_key(store_path, t) for t in subjects}
+    data_keys_before = stored_secrets(store_path, master_key)
+
+    new_key = os.urandom(32)
+    evidence = ring.rotate_master_key(new_key)
+
+    # Work is per key, not per row: 3 subjects for 300 rows, 2 salts.
+    assert evidence["data_keys_rewrapped"] == 3
+    assert evidence["salt_versions_rewrapped"] == 2
+    assert (evidence["master_key_version_before"], evidence["master_key_version_after"]) == (1, 2)
+    assert "action_required" in evidence
+    # The keys themselves are unchanged; only their wrapping changed.
+    assert stored_secrets(store_path, new_key) == data_keys_before
+    for subject in subjects:
+        wrapped = wrapped_data_key(store_path, subject)
+        assert wrapped != wrapped_before[subject]
+        with pytest.raises(InvalidUnwrap):
+            aes_key_unwrap(master_key, wrapped)
+    # Every subject still decrypts, in this keyring and in a new one with the new key.
+    with Keyring(store_path, StaticProvider(new_key)) as reopened:
+        for (subject, value), ciphertext in zip(rows, ciphertexts, strict=True):
+            assert reopened.decrypt(subject, ciphertext, PURPOSE, "tester") == value
+        assert reopened.tokens(pa.array([f"customer-{i}" for i in range(3)])).to_pylist() == (
+            tokens_before
+        )
+    assert ring.decrypt(subjects[0], ciphertexts[0], PURPOSE, "tester") == "row 0"
+    # The old master key opens nothing, and says why.
+    with pytest.raises(MasterKeyError, match="retired") as caught:
+        Keyring(store_path, StaticProvider(master_key))
+    assert_no_secret(str(caught.value) + json.dumps(evidence), [master_key, new_key])
+    with pytest.raises(MasterKeyError, match="used before"):
+        ring.rotate_master_key(master_key)
+    with pytest.raises(MasterKeyError, match="needs the new key"):
+        ring.rotate_master_key()
+
+
+def test_rotation_cost_does_not_depend_on_rows(tmp_path, master_key):
+    counts = []
+    for rows_per_subject in (1, 200):
+        with Keyring(tmp_path / f"r{rows_per_subject}.sqlite", StaticProvider(master_key)) as ring:
+            subjects = [ring.token(f"c{i}") for i in range(5)]
+            ring.encrypt_many(subjects * rows_per_subject, ["v"] * 5 * rows_per_subject)
+            counts.append(ring.rotate_master_key(os.urandom(32))["data_keys_rewrapped"])
+    assert counts == [5, 5]
+
+
+def test_rotation_with_the_local_key_file(tmp_path):
+    with Keyring.open() as ring:
+        subject = ring.token("a")
+        ciphertext = ring.encrypt(subject, "value")
+        key_file = tmp_path / "keys" / "master.key"
+        old_file = key_file.read_bytes()
+        evidence = ring.rotate_master_key()
+        assert evidence["master_key_version_after"] == 2 and "action_required" not in evidence
+    document = json.loads(key_file.read_text())
+    assert [entry["version"] for entry in document["keys"]] == [2]
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    with Keyring.open() as ring:
+        assert ring.decrypt(subject, ciphertext, PURPOSE, "tester") == "value"
+    key_file.write_bytes(old_file)  # someone restores the old key file
+    with pytest.raises(MasterKeyError, match="no longer opens|does not open"):
+        Keyring.open()
+
+
+# ---- salts ---------------------------------------------------------------------------------
+
+
+def test_salt_rotation_changes_tokens_and_joins_still_hold(ring, store_path, master_key):
+    customers = [f"customer-{i}" for i in range(20)]
+    old_tokens = ring.tokens(pa.array(customers)).to_pylist()
+    now = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    evidence = ring.rotate_salt("subject", grace=timedelta(days=7), now=now)
+    assert evidence["version_before"] == 1 and evidence["version_after"] == 2
+    assert evidence["retire_after"] == "2030-01-08T00:00:00+00:00"
+
+    new_tokens = ring.tokens(pa.array(customers)).to_pylist()
+    assert all(t.startswith("v2:") for t in new_tokens)
+    assert set(new_tokens).isdisjoint(old_tokens)
+    # Two tables tokenized separately with the new version still join on every customer.
+    accounts = pa.table({"owner": ring.tokens(pa.array(customers[::-1])), "n": range(20)})
+    people = pa.table({"owner": ring.tokens(pa.array(customers)), "name": customers})
+    joined = accounts.join(people, "owner")
+    assert joined.num_rows == 20
+    pairs = set(zip(joined["n"].to_pylist(), joined["name"].to_pylist(), strict=True))
+    assert pairs == {(i, customers[19 - i]) for i in range(20)}
+    salt_v2 = stored_secrets(store_path, master_key)["salt:subject:2"]
+    assert new_tokens[0] == reference_token(salt_v2, 2, customers[0])
+
+    # During the grace period the old version still reproduces the old tokens.
+    assert ring.token(customers[0], version=1) == old_tokens[0]
+    assert ring.token_versions(customers[0]) == {1: old_tokens[0], 2: new_tokens[0]}
+    early = ring.destroy_retired_salts(now + timedelta(days=6))
+    assert early["destroyed"] == [] and early["still_in_grace"][0]["version"] == 1
+
+    wrapped_v1 = (
+        sqlite3.connect(store_path)
+        .execute("SELECT wrapped_secret FROM salts WHERE name = 'subject' AND version = 1")
+        .fetchone()[0]
+    )
+    assert wrapped_v1 in store_path.read_bytes()  # the scan below can find what is there
+    done = ring.destroy_retired_salts(now + timedelta(days=7))
+    assert done["destroyed"] == [
+        {"salt": "subject", "version": 1, "retire_after": "2030-01-08T00:00:00+00:00"}
+    ]
+    with pytest.raises(KeyDestroyedError, match="salt 'subject' version 1 was destroyed"):
+        ring.token(customers[0], version=1)
+    assert wrapped_v1 not in store_path.read_bytes()
+    assert ring.token_versions(customers[0]) == {2: new_tokens[0]}
+    assert [s["state"] for s in ring.status()["salts"]] == ["destroyed", "active"]
+
+
+def test_rotating_an_unknown_salt_fails(ring):
+    with pytest.raises(KeyNotFoundError):
+        ring.rotate_salt("nope")
+
+
+# ---- crypto-shredding ----------------------------------------------------------------------
+
+
+def test_destroying_a_subject_key_shreds_their_ciphertext(ring, store_path, master_key):
+    alice, bob = ring.token("alice"), ring.token("bob")
+    alice_ciphertext = ring.encrypt(alice, "alice@example.com")
+    bob_ciphertext = ring.encrypt(bob, "bob@example.com")
+    alice_wrapped = wrapped_data_key(store_path, alice)
+    bob_wrapped = wrapped_data_key(store_path, bob)
+    assert alice_wrapped in store_path.read_bytes()
+
+    evidence = ring.destroy_subject_key(alice)
+    assert evidence["data_keys_destroyed"] == 1 and evidence["subjects_requested"] == 1
+
+    with pytest.raises(KeyDestroyedError) as caught:
+        ring.decrypt(alice, alice_ciphertext, PURPOSE, "tester")
+    assert "alice" not in str(caught.value)
+    with pytest.raises(KeyDestroyedError):
+        ring.encrypt(alice, "re-ingested value")  # no fresh key for an erased subject
+    assert ring.decrypt(bob, bob_ciphertext, PURPOSE, "tester") == "bob@example.com"
+    shredded = ring.decrypt_many(
+        [alice, bob], [alice_ciphertext, bob_ciphertext], PURPOSE, "t", destroyed_as_null=True
+    )
+    assert shredded.to_pylist() == [None, "bob@example.com"]
+
+    data = store_path.read_bytes()
+    assert alice_wrapped not in data and bob_wrapped in data
+    assert not Path(f"{store_path}-journal").exists()
+    with Keyring(store_path, StaticProvider(master_key)) as reopened:
+        with pytest.raises(KeyDestroyedError):
+            reopened.decrypt(alice, alice_ciphertext, PURPOSE, "tester")
+
+
+def test_destroyed_keys_are_overwritten_in_the_key_store_file(ring, store_path):
+    # Enough keys to span many pages: without secure_delete, SQLite leaves some freed cells intact.
+    subjects = [ring.token(f"customer-{i}") for i in range(300)]
+    ring.encrypt_many(subjects, ["v"] * len(subjects))
+    wrapped = {subject: wrapped_data_key(store_path, subject) for subject in subjects}
+    doomed = set(subjects[1::7])
+    evidence = ring.destroy_subject_keys(doomed)
+    assert evidence["data_keys_destroyed"] == len(doomed)
+    data = store_path.read_bytes()
+    for subject, key_bytes in wrapped.items():
+        assert (key_bytes in data) == (subject not in doomed)
+    assert not Path(f"{store_path}-wal").exists()
+
+
+def test_batch_destroy_in_one_call(ring):
+    subjects = [ring.token(f"c{i}") for i in range(10)]
+    ciphertexts = ring.encrypt_many(subjects, ["v"] * 10).to_pylist()
+    ring.destroy_subject_key(subjects[0])
+    never = ring.token("never-encrypted")
+    evidence = ring.destroy_subject_keys(subjects[:5] + [subjects[1], never])
+    assert evidence["subjects_requested"] == 6
+    assert evidence["data_keys_destroyed"] == 4
+    assert evidence["already_destroyed"] == 1
+    assert evidence["subjects_without_key"] == 1
+    plain = ring.decrypt_many(subjects, ciphertexts, PURPOSE, "t", destroyed_as_null=True)
+    assert plain.to_pylist() == [None] * 5 + ["v"] * 5
+    assert ring.status()["data_keys"] == {"active": 5, "destroyed": 5, "subject_tokens": 10}
+
+
+def test_shredding_reaches_old_delta_versions(ring, tmp_path):
+    from deltalake import DeltaTable, write_deltalake
+
+    subjects = [ring.token(f"customer-{i}") for i in range(4)]
+    emails = [f"person{i}@example.com" for i in range(4)]
+    table = pa.table({"subject": subjects, "email_enc": ring.encrypt_many(subjects, emails)})
+    path = str(tmp_path / "bronze_customers")
+    write_deltalake(path, table)
+    DeltaTable(path).delete(f"subject = '{subjects[0]}'")  # predicate by token only
+    ring.destroy_subject_key(subjects[0])
+
+    for version in (0, 1):
+        old = DeltaTable(path, version=version).to_pyarrow_table().sort_by("subject")
+        plain = dict(
+            zip(
+                old["subject"].to_pylist(),
+                ring.decrypt_many(
+                    old["subject"], old["email_enc"], PURPOSE, "t", destroyed_as_null=True
+                ).to_pylist(),
+                strict=True,
+            )
+        )
+        assert (subjects[0] in plain) == (version == 0)
+        assert plain.get(subjects[0]) is None
+        assert plain[subjects[1]] == emails[1]
+        if version == 0:
+            row = old["subject"].to_pylist().index(subjects[0])
+            with pytest.raises(KeyDestroyedError):
+                ring.decrypt(subjects[0], old["email_enc"][row].as_py(), PURPOSE, "t")
+
+
+def test_linked_tokens_share_the_subject_key(ring):
+    old_token = ring.token("customer-1")
+    old_ciphertext = ring.encrypt(old_token, "kept from before the salt rotation")
+    ring.rotate_salt("subject")
+    new_token = ring.token("customer-1")
+    assert new_token != old_token
+    evidence = ring.link_subject_tokens([(old_token, new_token)])
+    assert evidence["links_added"] == 1
+    assert ring.link_subject_tokens([(old_token, new_token)])["already_linked"] == 1
+    new_ciphertext = ring.encrypt(new_token, "after")
+    assert ring.status()["data_keys"] == {"active": 1, "destroyed": 0, "subject_tokens": 2}
+    # The binding to the token still holds: each ciphertext opens with the token it was made for.
+    with pytest.raises(TamperedCiphertextError):
+        ring.decrypt(new_token, old_ciphertext, PURPOSE, "t")
+    ring.destroy_subject_key(new_token)  # erasure by the current token...
+    with pytest.raises(KeyDestroyedError):  # ...shreds the old rows too
+        ring.decrypt(old_token, old_ciphertext, PURPOSE, "t")
+    with pytest.raises(KeyDestroyedError):
+        ring.decrypt(new_token, new_ciphertext, PURPOSE, "t")
+
+
+# ---- no secret anywhere --------------------------------------------------------------------
+
+
+def test_no_key_material_in_evidence_status_logs_or_errors(store_path, master_key, caplog):
+    caplog.set_level("DEBUG")
+    texts = []
+    with Keyring(store_path, StaticProvider(master_key)) as ring:
+        subjects = [ring.token(f"c{i}") for i in range(3)]
+        ciphertexts = ring.encrypt_many(subjects, ["a", "b", "c"]).to_pylist()
+        ring.token("x", "email")
+        secrets = list(stored_secrets(store_path, master_key).values()) + [master_key]
+        texts.append(json.dumps(ring.status()))
+        texts.append(json.dumps(ring.rotate_salt("email")))
+        secrets += list(stored_secrets(store_path, master_key).values())
+        texts.append(json.dumps(ring.destroy_retired_salts(datetime(2100, 1, 1))))
+        texts.append(json.dumps(ring.destroy_subject_key(subjects[0])))
+        failures = [
+            lambda: ring.decrypt(subjects[0], ciphertexts[0], PURPOSE, "t"),
+            lambda: ring.decrypt(subjects[1], flip(ciphertexts[1], 20), PURPOSE, "t"),
+            lambda: ring.decrypt(subjects[1], ciphertexts[1], "marketing", "t"),
+            lambda: ring.token("x", "email", version=1),
+            lambda: ring.token("x", "email", version=9),
+            lambda: Keyring(store_path, StaticProvider(os.urandom(32))),
+        ]
+        for failure in failures:
+            with pytest.raises(KeyringError) as caught:
+                failure()
+            texts.append(str(caught.value))
+        new_key = os.urandom(32)
+        texts.append(json.dumps(ring.rotate_master_key(new_key)))
+        secrets.append(new_key)
+        texts.append(json.dumps(ring.status()))
+    texts.append(caplog.text)
+    assert_no_secret("\n".join(texts), secrets)
+    assert "marketing" in "\n".join(texts)  # the scan looked at real output
+
+
+# ---- CLI -----------------------------------------------------------------------------------
+
+
+def keys_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="privacy-lakehouse keys")
+    keyring_module.add_arguments(parser)
+    return parser
+
+
+def run_keys(capsys, *argv: str) -> tuple[int, dict | None, str]:
+    code = keyring_module.run(keys_parser().parse_args(list(argv)))
+    out, err = capsys.readouterr()
+    return code, (json.loads(out) if code == 0 else None), err
+
+
+def test_cli_commands_print_evidence_without_key_material(capsys, tmp_path, monkeypatch):
+    code, init, _ = run_keys(capsys, "init", "--salt", "subject", "--salt", "email")
+    assert code == 0 and [s["salt"] for s in init["salts"]] == ["subject", "email"]
+    code, status, _ = run_keys(capsys, "status")
+    assert [(s["salt"], s["version"], s["state"]) for s in status["salts"]] == [
+        ("email", 1, "active"),
+        ("subject", 1, "active"),
+    ]
+    code, rotated, _ = run_keys(capsys, "rotate-salt", "email", "--grace-days", "0")
+    assert code == 0 and rotated["version_after"] == 2
+    code, destroyed, _ = run_keys(capsys, "destroy-retired")
+    assert code == 0 and destroyed["destroyed"][0] == {
+        "salt": "email",
+        "version": 1,
+        "retire_after": rotated["retire_after"],
+    }
+    key_file = tmp_path / "keys" / "master.key"
+    old_key = base64.b64decode(json.loads(key_file.read_text())["keys"][0]["key"])
+    code, master, _ = run_keys(capsys, "rotate-master")
+    assert code == 0 and master["master_key_version_after"] == 2
+    new_key = base64.b64decode(json.loads(key_file.read_text())["keys"][0]["key"])
+    code, status, _ = run_keys(capsys, "status")
+    assert status["master_key"]["active_version"] == 2
+    store = tmp_path / "keys" / "keyring.sqlite"
+    everything = json.dumps([init, rotated, destroyed, master, status])
+    assert_no_secret(everything, [old_key, new_key, *stored_secrets(store, new_key).values()])
+
+
+def test_cli_rotate_master_with_environment_keys(capsys, monkeypatch):
+    old, new = os.urandom(32), os.urandom(32)
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_MASTER_KEY", base64.b64encode(old).decode())
+    assert run_keys(capsys, "init")[0] == 0
+    code, _, err = run_keys(capsys, "rotate-master")
+    assert code == 1 and "PRIVACY_LAKEHOUSE_NEW_MASTER_KEY" in err
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_NEW_MASTER_KEY", base64.b64encode(new).decode())
+    code, evidence, _ = run_keys(capsys, "rotate-master")
+    assert code == 0 and evidence["master_key_version_after"] == 2 and evidence["action_required"]
+    code, _, err = run_keys(capsys, "status")  # still the old key in the environment
+    assert code == 1 and "retired" in err
+    assert_no_secret(err + json.dumps(evidence), [old, new])
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_MASTER_KEY", base64.b64encode(new).decode())
+    assert run_keys(capsys, "status")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "command", ["init", "status", "rotate-master", "rotate-salt", "destroy-retired"]
+)
+def test_cli_help(capsys, command):
+    with pytest.raises(SystemExit) as exited:
+        keys_parser().parse_args([command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert command in out and len(out.splitlines()) >= 3
