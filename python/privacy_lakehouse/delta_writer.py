@@ -309,6 +309,7 @@ def _projection(columns: list[tuple[str, str]], casts: dict[str, str]) -> str:
 
 
 def _batches(cursor, sql: str, counter: dict[str, int]) -> pa.RecordBatchReader:
+    """Stream the query as record batches (bounded memory), counting rows as delta-rs pulls them."""
     reader = cursor.execute(sql).fetch_record_batch(BATCH_ROWS)
     fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
 
@@ -322,6 +323,10 @@ def _batches(cursor, sql: str, counter: dict[str, int]) -> pa.RecordBatchReader:
                 os._exit(137)
 
     return pa.RecordBatchReader.from_batches(reader.schema, generate())
+
+
+def _has_rows(cursor, sql: str) -> bool:
+    return cursor.execute(f"select exists ({sql})").fetchone()[0]
 
 
 def _schema_diff(stage: list[tuple[str, str]], existing: pa.Schema) -> tuple[list[str], list[str]]:
@@ -407,6 +412,12 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
         select_sql, schema_mode = _apply_schema_policy(
             spec, cursor, table, existing, stage_cols, casts, added, removed, changed, result
         )
+        if schema_mode != "overwrite" and not _has_rows(cursor, select_sql):
+            # Nothing new: no empty commit (a re-run on the same landing files leaves no trace).
+            result.version = table.version()
+            result.skipped = f"{spec.mode.upper()} 0 rows, nothing to commit, delta v{result.version}"
+            result.seconds = round(time.monotonic() - started, 3)
+            return result
         if schema_mode == "overwrite":  # sync_all_columns: the table is rewritten in one commit
             write_deltalake(
                 table,

@@ -845,6 +845,8 @@ class _Population:
 
 @dataclass
 class _Batch:
+    """What one batch delivers; its window is calendar month `number` from January 2024."""
+
     number: int
     mode: str  # "initial" or "append"
     customers_before: int  # customers delivered by earlier batches
@@ -863,6 +865,8 @@ class _Batch:
 
 
 class _Writer:
+    """Writes one batch's files for a population and returns a summary entry per file."""
+
     def __init__(
         self,
         out_dir: Path,

@@ -35,6 +35,8 @@ from privacy_lakehouse.keyring import (
 )
 from privacy_lakehouse.settings import load_settings
 
+from .key_material import secret_forms, stored_secrets
+
 TOKEN_FORMAT = re.compile(r"v[0-9]+:[0-9a-f]{32}")
 PURPOSE = "fraud_prevention"
 
@@ -82,26 +84,6 @@ def ring(store_path, master_key):
         yield opened
 
 
-def stored_secrets(store_path: Path, kek: bytes) -> dict[str, bytes]:
-    """Every live salt and data key, unwrapped independently of the keyring (the test oracle)."""
-    db = sqlite3.connect(store_path)
-    try:
-        secrets = {
-            f"salt:{name}:{version}": aes_key_unwrap(kek, wrapped)
-            for name, version, wrapped in db.execute(
-                "SELECT name, version, wrapped_secret FROM salts WHERE wrapped_secret IS NOT NULL"
-            )
-        }
-        for token, wrapped in db.execute(
-            "SELECT s.subject_token, d.wrapped_key FROM subject_keys s JOIN data_keys d "
-            "USING (key_id) WHERE d.wrapped_key IS NOT NULL"
-        ):
-            secrets[f"data:{token}"] = aes_key_unwrap(kek, wrapped)
-        return secrets
-    finally:
-        db.close()
-
-
 def wrapped_data_key(store_path: Path, subject_token: str) -> bytes | None:
     db = sqlite3.connect(store_path)
     try:
@@ -112,20 +94,6 @@ def wrapped_data_key(store_path: Path, subject_token: str) -> bytes | None:
         ).fetchone()[0]
     finally:
         db.close()
-
-
-def secret_forms(secret: bytes) -> list[str]:
-    """The ways a key could leak into text: hex (both cases) and base64 (standard, URL-safe)."""
-    standard = base64.b64encode(secret).decode()
-    urlsafe = base64.urlsafe_b64encode(secret).decode()
-    return [
-        secret.hex(),
-        secret.hex().upper(),
-        standard,
-        standard.rstrip("="),
-        urlsafe,
-        urlsafe.rstrip("="),
-    ]
 
 
 def assert_no_secret(text: str, secrets: list[bytes]) -> None:

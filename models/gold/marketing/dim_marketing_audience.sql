@@ -15,7 +15,10 @@ spend as (
         subject_token,
         sum(amount) as spend_last_year
     from {{ ref('stg_cards__transactions') }}
-    where transaction_date >= current_date - interval 365 day
+    -- the last 12 months of data (not of the calendar, so replays of old data still work)
+    where transaction_date > (
+        select max(transaction_date) - interval 365 day from {{ ref('stg_cards__transactions') }}
+    )
     group by subject_token
 ),
 

@@ -30,6 +30,7 @@ select
     case
         when transaction_id is null or customer_id is null or card_number is null then 'missing_key'
         when not {{ is_valid_timestamp('transaction_ts') }} then 'malformed_date'
+        when channel not in ('pos', 'online', 'atm') or channel is null then 'unknown_enum'
         when try_cast(amount as decimal(18, 2)) is null then 'bad_amount'
     end as reject_reason
 from parsed

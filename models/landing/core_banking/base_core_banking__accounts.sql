@@ -27,6 +27,8 @@ select
     case
         when account_id is null or customer_id is null then 'missing_key'
         when not ({{ is_valid_timestamp('opened_at') }} or {{ is_valid_timestamp('opened_at', '%Y-%m-%d') }}) then 'malformed_date'
+        when account_type not in ('checking', 'savings', 'credit') or account_type is null then 'unknown_enum'
+        when status not in ('open', 'closed') or status is null then 'unknown_enum'
         when try_cast(balance as decimal(18, 2)) is null then 'bad_amount'
     end as reject_reason
 from parsed

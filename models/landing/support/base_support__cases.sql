@@ -27,6 +27,9 @@ select
     case
         when not is_parseable then 'unparseable_line'
         when case_id is null or customer_id is null then 'missing_key'
+        when channel not in ('phone', 'email', 'chat', 'branch') or channel is null then 'unknown_enum'
+        when case_status not in ('open', 'pending', 'resolved', 'closed') or case_status is null
+            then 'unknown_enum'
         when not {{ is_valid_timestamp('opened_at') }} then 'malformed_date'
     end as reject_reason
 from parsed
