@@ -8,7 +8,9 @@
     (layer defaults to the model's folder under models/: bronze, silver or gold) and applies the
     matching macro to the upstream column (meta.source_column, default the column's own name,
     prefixed with relation_alias when given), then aliases it to the column's name. Arguments
-    come from meta.treatment_args. `none` keeps the column, `drop` leaves it out.
+    come from meta.treatment_args. `none` keeps the column, `drop` leaves it out. A treatment
+    equal to the one declared for the previous layer (e.g. {bronze: tokenize, silver: tokenize})
+    was applied upstream, so the value is carried as is.
     Fails closed: an unclassified column, a personal-data column (privacy_role other than none)
     without a treatment for the layer, an unknown treatment or an unknown treatment argument
     stops compilation with a message naming the model and the column.
@@ -190,8 +192,19 @@
         {%- if relation_alias -%}
             {%- set source = relation_alias ~ '.' ~ source -%}
         {%- endif -%}
-        {%- set expression = privacy_lakehouse._privacy_treatment_expression(
-            column_name, column, treatment, source, args) -%}
+        {#- meta.treatment lists the column's state in each layer it passes through. A treatment
+            equal to the one of the previous declared layer was applied upstream: carry the value
+            (tokenizing a token again would break joins). -#}
+        {%- set previous = namespace(treatment=none) -%}
+        {%- for earlier in layers[:layers.index(layer)] if treatments.get(earlier) is not none -%}
+            {%- set previous.treatment = treatments.get(earlier) -%}
+        {%- endfor -%}
+        {%- if previous.treatment == treatment and treatment != 'drop' -%}
+            {%- set expression = source -%}
+        {%- else -%}
+            {%- set expression = privacy_lakehouse._privacy_treatment_expression(
+                column_name, column, treatment, source, args) -%}
+        {%- endif -%}
         {%- if expression is not none -%}
             {%- if treatment == 'none' and source_name == column_name -%}
                 {%- do select_items.append(source) -%}

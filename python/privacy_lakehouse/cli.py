@@ -13,8 +13,16 @@ import sys
 # (command name, module, one-line help). Modules are imported lazily so `--help` stays fast.
 COMMANDS: list[tuple[str, str, str]] = [
     ("generate", "privacy_lakehouse.generate", "Write synthetic landing files for the demo bank."),
-    ("policy", "privacy_lakehouse.policy", "Check column meta against privacy_policy.yml and print the privacy plan."),
-    ("keys", "privacy_lakehouse.keyring", "Manage keys: master key, salts, subject data keys, rotation."),
+    (
+        "policy",
+        "privacy_lakehouse.policy",
+        "Check column meta against privacy_policy.yml and print the privacy plan.",
+    ),
+    (
+        "keys",
+        "privacy_lakehouse.keyring",
+        "Manage keys: master key, salts, subject data keys, rotation.",
+    ),
     ("audit", "privacy_lakehouse.audit_log", "Verify or show the tamper-evident audit log."),
     ("query", "privacy_lakehouse.access", "Run a read-only SQL query as a role for a purpose."),
 ]

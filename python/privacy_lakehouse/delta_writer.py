@@ -29,7 +29,7 @@ from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt_common.exceptions import DbtRuntimeError
 from deltalake import DeltaTable, write_deltalake
 
-from privacy_lakehouse import duckdb_setup
+from privacy_lakehouse import duckdb_setup, hooks
 
 log = logging.getLogger("privacy_lakehouse.delta_writer")
 
@@ -184,6 +184,7 @@ class _BuildLock:
             fd = cls._held.pop(path, None)
         if fd is None:
             return False
+        os.ftruncate(fd, 0)  # no stale holder text once released
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
         return True
@@ -217,9 +218,14 @@ class Plugin(BasePlugin):
         ensure_control_tables(self.lake_dir)
         duckdb_setup.load_delta_extension(conn, self.extension_dir)
         duckdb_setup.register_project_functions(conn)
+        hooks.register(conn, self.lake_dir)
         self._register_writer_functions(conn)
 
     def configure_cursor(self, cursor):
+        # dbt-duckdb may keep the database open across in-process runs, so the lock is taken
+        # again here (a no-op while held) and not only when the database is first opened.
+        if _current_command() in WRITE_COMMANDS:
+            _BuildLock.acquire(self.lake_dir)
         # The materialization's store_relation runs on the model's thread: remember its cursor.
         self._local.cursor = cursor
 
@@ -240,14 +246,24 @@ class Plugin(BasePlugin):
 
         conn.create_function("pl_lake_path", lake_path, ["VARCHAR"], "VARCHAR", side_effects=True)
         conn.create_function(
-            "pl_delta_write_result", write_result, ["VARCHAR"], "VARCHAR", side_effects=True,
+            "pl_delta_write_result",
+            write_result,
+            ["VARCHAR"],
+            "VARCHAR",
+            side_effects=True,
             null_handling="special",
         )
         conn.create_function(
-            "pl_delta_version", delta_version, ["VARCHAR"], "BIGINT", side_effects=True,
+            "pl_delta_version",
+            delta_version,
+            ["VARCHAR"],
+            "BIGINT",
+            side_effects=True,
             null_handling="special",
         )
-        conn.create_function("pl_release_build_lock", release_lock, [], "BOOLEAN", side_effects=True)
+        conn.create_function(
+            "pl_release_build_lock", release_lock, [], "BOOLEAN", side_effects=True
+        )
 
     # --- writes --------------------------------------------------------------------------------
     def store(self, target_config):
@@ -356,9 +372,13 @@ def _type_changes(stage_schema: pa.Schema, existing: pa.Schema) -> list[str]:
 
 def _normalise(dtype: pa.DataType) -> str:
     text = str(dtype)
-    for long, short in (("large_string", "string"), ("string_view", "string"),
-                        ("large_binary", "binary"), ("binary_view", "binary"),
-                        ("large_list", "list")):
+    for long, short in (
+        ("large_string", "string"),
+        ("string_view", "string"),
+        ("large_binary", "binary"),
+        ("binary_view", "binary"),
+        ("large_list", "list"),
+    ):
         text = text.replace(long, short)
     return text.replace("[us, tz=UTC]", "[us, tz=utc]")
 
@@ -415,7 +435,9 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
         if schema_mode != "overwrite" and not _has_rows(cursor, select_sql):
             # Nothing new: no empty commit (a re-run on the same landing files leaves no trace).
             result.version = table.version()
-            result.skipped = f"{spec.mode.upper()} 0 rows, nothing to commit, delta v{result.version}"
+            result.skipped = (
+                f"{spec.mode.upper()} 0 rows, nothing to commit, delta v{result.version}"
+            )
             result.seconds = round(time.monotonic() - started, 3)
             return result
         if schema_mode == "overwrite":  # sync_all_columns: the table is rewritten in one commit
@@ -504,7 +526,9 @@ def _apply_schema_policy(
     for name, duck_type in stage_cols:
         target_type = casts.get(name) or duck_type
         if name.lower() in {c.lower() for c in existing.names}:
-            existing_parts.append(f"cast({quote_ident(name)} as {target_type}) as {quote_ident(name)}")
+            existing_parts.append(
+                f"cast({quote_ident(name)} as {target_type}) as {quote_ident(name)}"
+            )
         else:
             existing_parts.append(f"cast(null as {target_type}) as {quote_ident(name)}")
     old_rows = f"select {', '.join(existing_parts)} from delta_scan({location})"
@@ -540,8 +564,13 @@ def _merge(table: DeltaTable, source, spec: WriteSpec, merge_schema: bool) -> di
         .when_not_matched_insert_all()
         .execute()
     )
-    keep = ("num_source_rows", "num_target_rows_inserted", "num_target_rows_updated",
-            "num_target_files_added", "num_target_files_removed")
+    keep = (
+        "num_source_rows",
+        "num_target_rows_inserted",
+        "num_target_rows_updated",
+        "num_target_files_added",
+        "num_target_files_removed",
+    )
     return {k: metrics.get(k) for k in keep}
 
 

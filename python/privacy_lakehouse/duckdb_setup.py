@@ -17,7 +17,9 @@ def delta_extension_file() -> Path:
     roots = list(spec.submodule_search_locations or []) if spec else []
     version = "v" + duckdb.__version__
     for root in roots:
-        for candidate in sorted((Path(root) / "extensions" / version).glob("*/delta.duckdb_extension")):
+        for candidate in sorted(
+            (Path(root) / "extensions" / version).glob("*/delta.duckdb_extension")
+        ):
             return candidate
     raise RuntimeError(
         f"The DuckDB delta extension for DuckDB {duckdb.__version__} was not found; install the "
@@ -51,7 +53,9 @@ def connect(
     functions: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the delta extension loaded (for tools, tests and serving)."""
-    conn = duckdb.connect(str(database), read_only=read_only, config=connection_config(extension_dir))
+    conn = duckdb.connect(
+        str(database), read_only=read_only, config=connection_config(extension_dir)
+    )
     load_delta_extension(conn, extension_dir)
     if functions:
         register_project_functions(conn)

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from privacy_lakehouse.duckdb_setup import connect
 from privacy_lakehouse.generate import generate_landing
 
@@ -37,8 +36,11 @@ class Demo:
     def tables(self, layer: str | None = None) -> list[Path]:
         layers = [layer] if layer else ["bronze", "silver", "gold"]
         return sorted(
-            p for name in layers if (self.lake / name).exists()
-            for p in (self.lake / name).iterdir() if (p / "_delta_log").exists()
+            p
+            for name in layers
+            if (self.lake / name).exists()
+            for p in (self.lake / name).iterdir()
+            if (p / "_delta_log").exists()
         )
 
     def duckdb(self):
@@ -46,7 +48,9 @@ class Demo:
 
     def warehouse(self):
         # Same configuration as dbt's own connection (DuckDB shares one instance per file).
-        return connect(self.lake / "warehouse.duckdb", extension_dir=self.lake / "_duckdb_extensions")
+        return connect(
+            self.lake / "warehouse.duckdb", extension_dir=self.lake / "_duckdb_extensions"
+        )
 
     def count(self, table: Path) -> int:
         con = self.duckdb()
@@ -71,3 +75,27 @@ def demo(tmp_path_factory) -> Demo:
     result = run_dbt(root, "build")
     run_results = json.loads((root / "target" / "run_results.json").read_text())
     return Demo(root=root, landing_summary=summary, first_build=result, run_results=run_results)
+
+
+def clone_demo(demo: Demo, target: Path) -> Demo:
+    """A private copy of the session's demo lakehouse (project, landing, lake and keys) for a
+    test that changes it. Delta tables are location-independent; the DuckDB views still point
+    at the original lake until the copy is rebuilt, so run `dbt build` on it before reading
+    views (Delta tables themselves can be read at once)."""
+    import shutil
+
+    shutil.copytree(demo.root, target, symlinks=False)
+    for stale in ("target", "logs"):
+        shutil.rmtree(target / stale, ignore_errors=True)
+    (target / "lake" / ".build.lock").unlink(missing_ok=True)
+    return Demo(
+        root=target,
+        landing_summary=demo.landing_summary,
+        first_build=demo.first_build,
+        run_results=demo.run_results,
+    )
+
+
+@pytest.fixture
+def demo_copy(demo, tmp_path) -> Demo:
+    return clone_demo(demo, tmp_path / "privacy_lakehouse")

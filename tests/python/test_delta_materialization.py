@@ -4,13 +4,14 @@ without its guard. Small purpose-made projects, built in-process."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
 from deltalake import DeltaTable
-
 from privacy_lakehouse.duckdb_setup import connect
 
 from .dbt_helpers import dbt_subprocess, run_dbt, write_mini_project
@@ -79,9 +80,7 @@ def test_table_build_writes_delta_and_a_view_over_it(project: Path):
     dt = table(project, "bronze", "numbers")
     assert dt.to_pyarrow_table().num_rows == 250
     con = warehouse(project)
-    sql = con.execute(
-        "select sql from duckdb_views() where view_name = 'numbers'"
-    ).fetchone()[0]
+    sql = con.execute("select sql from duckdb_views() where view_name = 'numbers'").fetchone()[0]
     assert f"delta_scan('{project / 'lake' / 'bronze' / 'numbers'}')" in sql
 
 
@@ -96,8 +95,11 @@ def test_table_properties_keep_personal_data_out_of_the_log(project: Path):
     log_text = "".join(
         p.read_text() for p in (project / "lake/bronze/numbers/_delta_log").glob("*.json")
     )
-    stats = [json.loads(json.loads(line)["add"]["stats"]) for line in log_text.splitlines()
-             if '"add"' in line]
+    stats = [
+        json.loads(json.loads(line)["add"]["stats"])
+        for line in log_text.splitlines()
+        if '"add"' in line
+    ]
     assert stats and all(set(s["minValues"]) == {"id"} for s in stats)
     assert "n9" not in log_text  # the label's max value never reaches the log
 
@@ -163,9 +165,7 @@ from {{ ref('numbers') }}
 """
 
 
-@pytest.mark.parametrize(
-    "policy, expect_column", [("append_new_columns", True), ("ignore", False)]
-)
+@pytest.mark.parametrize("policy, expect_column", [("append_new_columns", True), ("ignore", False)])
 def test_merge_with_new_columns_follows_on_schema_change(
     project: Path, policy: str, expect_column: bool
 ):
@@ -189,7 +189,9 @@ def test_schema_change_fails_when_asked_to(project: Path):
     set_model(project, "models/bronze/merged.sql", MERGE)
     build(project, "--vars", "{enforce_privacy_policy: false, osc: fail}")
     result = build(
-        project, "--vars", "{enforce_privacy_policy: false, osc: fail, extra: true}",
+        project,
+        "--vars",
+        "{enforce_privacy_policy: false, osc: fail, extra: true}",
         expect_ok=False,
     )
     assert not result.success
@@ -300,7 +302,10 @@ def test_a_crash_mid_write_leaves_the_last_version_readable(project: Path):
     before = table(project, "bronze", "numbers").version()
     # Several record batches, and the process dies after the first: no commit happens.
     process = dbt_subprocess(
-        project, "build", "--vars", "{enforce_privacy_policy: false, n: 350000}",
+        project,
+        "build",
+        "--vars",
+        "{enforce_privacy_policy: false, n: 350000}",
         extra_env={"PRIVACY_LAKEHOUSE_FAULT_AFTER_BATCHES": "1"},
     )
     output, _ = process.communicate(timeout=300)
@@ -312,24 +317,45 @@ def test_a_crash_mid_write_leaves_the_last_version_readable(project: Path):
     assert table(project, "bronze", "numbers").to_pyarrow_table().num_rows == 60
 
 
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from privacy_lakehouse.delta_writer import _BuildLock
+_BuildLock.acquire(Path(sys.argv[1]))
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
 def test_a_second_build_fails_fast_and_touches_nothing(project: Path):
-    set_model(
-        project,
-        "models/bronze/slow.sql",
-        # sleeps inside DuckDB through a large cross join, long enough to overlap
-        "select count(*) as n from range(40000) a, range(40000) b",
+    build(project)
+    before = {
+        p.name: p.stat().st_mtime_ns for p in (project / "lake/bronze/numbers/_delta_log").iterdir()
+    }
+    # Another process holds the lake's build lock, exactly as a running build does.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(project / "lake")],
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    first = dbt_subprocess(project, "build", *NO_POLICY)
-    lock = project / "lake" / ".build.lock"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (lock.exists() and lock.read_text().startswith("pid")):
-        time.sleep(0.2)
-    time.sleep(1.0)
-    second = dbt_subprocess(project, "build", *NO_POLICY)
-    output, _ = second.communicate(timeout=120)
-    first.communicate(timeout=600)
-    assert second.returncode != 0
-    assert "Another privacy_lakehouse build is running" in output
-    assert first.returncode == 0
-    # The first build's tables are intact and at their first version.
-    assert table(project, "bronze", "numbers").version() == 0
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        result = build(project, "--vars", "{enforce_privacy_policy: false, n: 99}", expect_ok=False)
+        elapsed = time.monotonic() - started
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not result.success
+    assert "Another privacy_lakehouse build is running" in str(result.exception or "") + " ".join(
+        str(r.message) for r in getattr(result.result, "results", []) or []
+    )
+    assert elapsed < 60
+    after = {
+        p.name: p.stat().st_mtime_ns for p in (project / "lake/bronze/numbers/_delta_log").iterdir()
+    }
+    assert after == before  # no new commit, nothing rewritten
+    assert table(project, "bronze", "numbers").to_pyarrow_table().num_rows == 10
+    # Once the other build is gone, building works again.
+    build(project, "--vars", "{enforce_privacy_policy: false, n: 99}")
+    assert table(project, "bronze", "numbers").to_pyarrow_table().num_rows == 99

@@ -10,7 +10,6 @@ from pathlib import Path
 import duckdb
 import pytest
 from deltalake import DeltaTable
-
 from privacy_lakehouse.keyring import master_key_provider_from_environment
 from privacy_lakehouse.settings import load_settings
 
@@ -40,10 +39,18 @@ def delta_counts(demo, layer: str) -> dict[str, int]:
 def test_every_layer_has_delta_tables_with_rows(demo):
     for layer, expected in {
         "bronze": set(BRONZE_BY_SOURCE.values()) | {"raw_quarantine__records"},
-        "silver": {"stg_core_banking__customers", "stg_cards__transactions",
-                   "int_consents_historized"},
-        "gold": {"agg_customers_by_segment", "dim_marketing_audience", "fct_card_activity",
-                 "agg_partner_spend_by_region", "agg_spend_by_category_month"},
+        "silver": {
+            "stg_core_banking__customers",
+            "stg_cards__transactions",
+            "int_consents_historized",
+        },
+        "gold": {
+            "agg_customers_by_segment",
+            "dim_marketing_audience",
+            "fct_card_activity",
+            "agg_partner_spend_by_region",
+            "agg_spend_by_category_month",
+        },
     }.items():
         counts = delta_counts(demo, layer)
         assert expected <= set(counts), f"{layer}: missing {expected - set(counts)}"
@@ -124,7 +131,8 @@ def declared_safe_columns(demo) -> dict[str, set[str]]:
         if node["resource_type"] != "model":
             continue
         safe[node["name"]] = {
-            name for name, col in node["columns"].items()
+            name
+            for name, col in node["columns"].items()
             if col["config"]["meta"].get("privacy_role") == "none"
             and col["config"]["meta"].get("sensitivity") in {"public", "internal"}
         }
@@ -174,15 +182,19 @@ def test_no_plaintext_identifier_leaves_landing(demo):
     assert all(e.encode() in landing_text for e in emails)
     for table in demo.tables():
         text_columns = [
-            f'"{c}"' for c, t, *_ in con.execute(f"describe select * from delta_scan('{table}')")
-            .fetchall() if t == "VARCHAR"
+            f'"{c}"'
+            for c, t, *_ in con.execute(f"describe select * from delta_scan('{table}')").fetchall()
+            if t == "VARCHAR"
         ]
         if not text_columns:
             continue
         values = set(
-            v for row in con.execute(
+            v
+            for row in con.execute(
                 f"select {', '.join(text_columns)} from delta_scan('{table}')"
-            ).fetchall() for v in row if v
+            ).fetchall()
+            for v in row
+            if v
         )
         leaked = [e for e in emails if e in values or any(e in v for v in values)]
         assert not leaked, f"{table.name} holds {len(leaked)} plaintext emails"
@@ -193,7 +205,8 @@ def test_docs_catalog_lists_every_model_with_columns(demo):
     catalog = json.loads((demo.root / "target" / "catalog.json").read_text())
     manifest = demo.manifest()
     models = [
-        n for n in manifest["nodes"].values()
+        n
+        for n in manifest["nodes"].values()
         if n["resource_type"] == "model" and n["config"]["materialized"] != "ephemeral"
     ]
     assert len(models) >= 17
@@ -233,12 +246,18 @@ def test_source_freshness_passes_on_fresh_landing_files(demo):
 def test_gold_releases_meet_their_k(demo):
     con = demo.duckdb()
     gold = demo.lake / "gold"
-    assert con.execute(
-        f"select min(customer_count) from delta_scan('{gold}/agg_customers_by_segment')"
-    ).fetchone()[0] >= 5
-    assert con.execute(
-        f"select min(customer_count) from delta_scan('{gold}/agg_partner_spend_by_region')"
-    ).fetchone()[0] >= 10
+    assert (
+        con.execute(
+            f"select min(customer_count) from delta_scan('{gold}/agg_customers_by_segment')"
+        ).fetchone()[0]
+        >= 5
+    )
+    assert (
+        con.execute(
+            f"select min(customer_count) from delta_scan('{gold}/agg_partner_spend_by_region')"
+        ).fetchone()[0]
+        >= 10
+    )
     smallest_group = con.execute(
         f"select min(n) from (select count(*) as n from delta_scan('{gold}/dim_marketing_audience') "
         "group by country, age_band, postcode_area)"

@@ -23,5 +23,5 @@ select
         try_strptime(opened_at, '%Y-%m-%d %H:%M:%S'), try_strptime(opened_at, '%Y-%m-%d')
     ) as date) as opened_on,
     lower(status) as account_status,
-    cast(balance as decimal(18, 2)) as balance
+    {{ top_bottom_code('cast(balance as decimal(18, 2))', -1000000, 1000000) }} as balance
 from latest

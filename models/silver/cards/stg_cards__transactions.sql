@@ -21,7 +21,7 @@ select
     subject_token,
     account_token,
     card_token,
-    cast(amount as decimal(18, 2)) as amount,
+    {{ top_bottom_code('cast(amount as decimal(18, 2))', -100000, 100000) }} as amount,
     upper(currency) as currency,
     merchant_category,
     upper(merchant_country) as merchant_country,

@@ -37,19 +37,7 @@ typed as (
     from latest
 )
 
-select
-    subject_token,
-    email_token,
-    phone_token,
-    national_id_token,
-    email_enc,
-    phone_enc,
-    {{ mask_year_only('birth_date') }} as birth_year,
-    {{ age_band('birth_date') }} as age_band,
-    {{ postcode_prefix('postcode', 2) }} as postcode_area,
-    city,
-    country,
-    preferred_language,
-    customer_since,
-    updated_at
+-- The select list comes from the columns' meta (treatment per layer): tokens carried from
+-- bronze, birth date to year and age band, postcode to its area.
+select {{ privacy_select() }}
 from typed
