@@ -679,7 +679,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sql", help="one read-only SELECT")
     parser.add_argument("--role", required=True, help="a role from the policy file")
     parser.add_argument("--purpose", required=True, help="a purpose the role may use")
-    parser.add_argument("--database", required=True, type=Path, help="DuckDB file to query")
+    parser.add_argument(
+        "--database",
+        type=Path,
+        default=None,
+        help="DuckDB file to query (default: the purpose's serving file, "
+        "<lake_dir>/serving/<purpose>.duckdb)",
+    )
     parser.add_argument(
         "--policy", type=Path, default=None, help="policy file (default: privacy_policy.yml)"
     )
@@ -717,6 +723,17 @@ def _load_catalog(args: argparse.Namespace) -> dict[str, Any]:
     return catalog_from_manifest(json.loads(manifest_path.read_text(encoding="utf-8")))
 
 
+def _default_database(purpose: str, policy: AccessPolicy) -> Path:
+    """The purpose's serving file. An undefined purpose gets a path that is never opened: the
+    policy denies the query before any database is touched."""
+    from privacy_lakehouse.serving import serving_path
+
+    lake_dir = load_settings().lake_dir
+    if purpose not in policy.purposes:
+        return lake_dir / "serving" / "(undefined purpose).duckdb"
+    return serving_path(lake_dir, purpose)
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         policy = load_access_policy(args.policy)
@@ -730,7 +747,7 @@ def run(args: argparse.Namespace) -> int:
             args.sql,
             args.role,
             args.purpose,
-            args.database,
+            args.database or _default_database(args.purpose, policy),
             catalog,
             policy,
             audit_log,

@@ -126,7 +126,7 @@ class SchemaChangeError(DbtRuntimeError):
 def privacy_table_properties(
     columns: list[str], stats_columns: list[str], overrides: dict[str, str]
 ) -> dict[str, str]:
-    """Delta table properties that keep personal data out of the log and out of reach of time travel.
+    """Delta table properties that keep personal data out of the log and out of time travel.
 
     Statistics are collected only for columns declared free of personal data: min/max values in
     `_delta_log` would otherwise keep raw values after a delete. No change data feed (its files
@@ -502,7 +502,6 @@ def _apply_schema_policy(
             "on_schema_change='sync_all_columns' or --full-refresh"
         )
     stage_names = {n.lower(): n for n, _ in stage_cols}
-    stage_types = dict(stage_cols)
     if policy == "ignore":
         # Keep the table's shape: new columns are not written, missing ones arrive as NULL.
         parts = []

@@ -62,10 +62,24 @@ def connect(
     return conn
 
 
-def register_project_functions(conn: duckdb.DuckDBPyConnection) -> None:
-    """Functions that carry secrets or policy into SQL without putting them in SQL text."""
-    from privacy_lakehouse import duckdb_functions, policy
+def register_project_functions(conn: duckdb.DuckDBPyConnection, *, audit_log: Any = None) -> None:
+    """Functions that carry secrets or policy into SQL without putting them in SQL text.
+
+    Every pl_decrypt batch is recorded in `audit_log` (default: the lake's audit log) before
+    anything is decrypted. The log file is created here if missing, so models that read it
+    work from the first build on.
+    """
+    from privacy_lakehouse import duckdb_functions, hooks, policy
+    from privacy_lakehouse.audit_log import AuditLog
     from privacy_lakehouse.keyring import Keyring
 
-    duckdb_functions.register(conn, Keyring.open_default())
+    # Importing build_evidence registers its after-build hook; load the built-in hooks first so
+    # they keep their declared order (build evidence last, after serving's exports).
+    hooks.registered_hooks()
+    from privacy_lakehouse import build_evidence
+
+    audit_log = audit_log or AuditLog()
+    build_evidence.ensure_audit_log(audit_log)
+    on_decrypt = build_evidence.decrypt_recorder(audit_log, build_evidence.policy_version())
+    duckdb_functions.register(conn, Keyring.open_default(on_decrypt=on_decrypt))
     policy.register(conn)

@@ -1285,7 +1285,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     rotate_salt = command(
         "rotate-salt",
-        "Make a new version of a salt; the old version is retired for a grace period.",
+        "Make a new version of a salt and re-tokenize the lake: every token of the salt is "
+        "re-derived from bronze ciphertext and rewritten in each Delta table; the old version is "
+        "retired for a grace period. Salts without bronze ciphertext (account, device, "
+        "tombstone) are refused.",
     )
     rotate_salt.add_argument("name", help="salt name, e.g. subject")
     rotate_salt.add_argument(
@@ -1294,17 +1297,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_SALT_GRACE.days,
         help="days the old version stays usable before destroy-retired removes it (default: 7)",
     )
-    command("destroy-retired", "Destroy retired salt versions whose grace period has passed.")
+    rotate_salt.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="run `dbt build` afterwards, so every model and test sees the new tokens",
+    )
+    rotate_salt.add_argument(
+        "--resume",
+        action="store_true",
+        help="make no new version; finish a rotation that failed part-way",
+    )
+    command(
+        "destroy-retired",
+        "Destroy retired salt versions whose grace period has passed (refused while the lake "
+        "still holds their tokens).",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        with Keyring.open() as keyring:
-            evidence = _run_command(keyring, args)
+        if args.keys_command in ("rotate-salt", "destroy-retired"):
+            # These change the lake as well as the key store (privacy_lakehouse.rotation).
+            from privacy_lakehouse import rotation
+
+            if args.keys_command == "rotate-salt":
+                evidence = rotation.run_rotate_salt(args)
+            else:
+                evidence = rotation.destroy_retired_salts_in_lake()
+        else:
+            with Keyring.open() as keyring:
+                evidence = _run_command(keyring, args)
+            if args.keys_command == "rotate-master":
+                from privacy_lakehouse import rotation
+
+                evidence["evidence_file"] = str(
+                    rotation.record_rotation(load_settings(), evidence)
+                )
     except KeyringError as error:
         print(f"privacy-lakehouse keys: {error}", file=sys.stderr)
         return 1
     print(json.dumps(evidence, indent=2, sort_keys=True))
+    # Rotations leave a key_rotation entry (names and versions only) in the lake's audit log.
+    from privacy_lakehouse.audit_log import AuditLogError
+    from privacy_lakehouse.build_evidence import record_key_rotation
+
+    try:
+        record_key_rotation(evidence)
+    except (AuditLogError, OSError) as error:
+        print(
+            f"privacy-lakehouse keys: done, but the audit entry was not written: {error}",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

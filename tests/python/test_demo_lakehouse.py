@@ -259,7 +259,7 @@ def test_gold_releases_meet_their_k(demo):
         >= 10
     )
     smallest_group = con.execute(
-        f"select min(n) from (select count(*) as n from delta_scan('{gold}/dim_marketing_audience') "
-        "group by country, age_band, postcode_area)"
+        "select min(n) from (select count(*) as n from "
+        f"delta_scan('{gold}/dim_marketing_audience') group by country, age_band, postcode_area)"
     ).fetchone()[0]
     assert smallest_group >= 5

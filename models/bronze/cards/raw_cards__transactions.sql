@@ -5,11 +5,10 @@ with
 
 landing as (
     select * from {{ ref('base_cards__transactions') }}
-    where reject_reason is null
+    where
+        reject_reason is null
         and {{ not_erased('customer_id') }}
-    {%- if is_incremental() %}
-        and ingest_key not in (select ingest_key from {{ this }})
-    {%- endif %}
+        and {{ not_yet_ingested() }}
 ),
 
 cards as (
@@ -18,7 +17,7 @@ cards as (
         card_number,
         {{ salted_hash('customer_id', 'subject') }} as subject_token,
         {{ salted_hash('card_number', 'card') }} as card_token
-    from (select distinct customer_id, card_number from landing)
+    from (select distinct customer_id, card_number from landing) as distinct_cards
 ),
 
 cards_encrypted as (
@@ -32,7 +31,7 @@ accounts as (
     select
         account_id,
         {{ salted_hash('account_id', 'account') }} as account_token
-    from (select distinct account_id from landing)
+    from (select distinct account_id from landing) as distinct_accounts
 )
 
 select
@@ -54,7 +53,8 @@ select
     {{ salted_hash('landing.device_id', 'device') }} as device_token
 from landing
 inner join cards_encrypted
-    on landing.customer_id = cards_encrypted.customer_id
-    and landing.card_number = cards_encrypted.card_number
+    on
+        landing.customer_id = cards_encrypted.customer_id
+        and landing.card_number = cards_encrypted.card_number
 left join accounts
     on landing.account_id = accounts.account_id

@@ -4,11 +4,10 @@ with
 
 landing as (
     select * from {{ ref('base_core_banking__accounts') }}
-    where reject_reason is null
+    where
+        reject_reason is null
         and {{ not_erased('customer_id') }}
-    {%- if is_incremental() %}
-        and ingest_key not in (select ingest_key from {{ this }})
-    {%- endif %}
+        and {{ not_yet_ingested() }}
 ),
 
 subjects as (

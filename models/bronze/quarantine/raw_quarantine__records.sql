@@ -22,7 +22,8 @@ rejected as (
         customer_id,
         raw_record
     from {{ ref(model_name) }}
-    where reject_reason is not null
+    where
+        reject_reason is not null
         and (customer_id is null or {{ not_erased('customer_id') }})
     {%- if not loop.last %}
     union all
@@ -35,9 +36,7 @@ new_rows as (
         *,
         {{ salted_hash("coalesce(customer_id, 'quarantine:' || source_name || ':' || source_file)", 'subject') }} as subject_token
     from rejected
-    {%- if is_incremental() %}
-    where ingest_key not in (select ingest_key from {{ this }})
-    {%- endif %}
+    where {{ not_yet_ingested() }}
 )
 
 select

@@ -16,9 +16,10 @@ spend as (
         sum(amount) as spend_last_year
     from {{ ref('stg_cards__transactions') }}
     -- the last 12 months of data (not of the calendar, so replays of old data still work)
-    where transaction_date > (
-        select max(transaction_date) - interval 365 day from {{ ref('stg_cards__transactions') }}
-    )
+    where
+        transaction_date > (
+            select max(transaction_date) - interval 365 day from {{ ref('stg_cards__transactions') }}
+        )
     group by subject_token
 ),
 

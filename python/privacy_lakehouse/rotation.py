@@ -1,0 +1,877 @@
+"""Salt rotation across the lake, and the evidence of every key rotation.
+
+`Keyring.rotate_salt` only makes a new salt version. The tokens already in the lake were made
+with the old one, and bronze is append-only: new rows would carry new tokens while old rows keep
+old ones, and every join between them would silently break. `rotate_salt_in_lake` therefore:
+
+1. checks that every token of the salt in the lake can be re-derived: bronze keeps each
+   tokenized identifier also as ciphertext under its subject's data key, so the plaintext is
+   recovered by decrypting (purpose `key_rotation`, allowed for this flow only), normalised as
+   the bronze model did, and tokenized again. Landing files are not needed (they may be purged).
+   A salt whose tokens have no ciphertext in bronze is refused before anything changes;
+2. makes the new salt version (the old one is retired for a grace period);
+3. for the subject salt, links each new subject token to the old token's data key, so erasure
+   by either token destroys the one key that opens all of the subject's ciphertext;
+4. rewrites the token column of every Delta table that has one (bronze, quarantine, silver,
+   gold) through a join with an old -> new token map, streamed from DuckDB into a delta-rs
+   overwrite: one commit per table, no token in any predicate (delta-rs logs predicates). For
+   the subject salt the table's ciphertext columns are re-encrypted under the new token too,
+   because the ciphertext's associated data binds the subject token (same data key, new nonce).
+   DuckDB tables of the warehouse (the SCD2 snapshot) are updated the same way;
+5. records evidence (salt, versions, tables, row counts; never values) in
+   `<lake>/_evidence/rotation/` and a `key_rotation` entry in the audit log;
+6. optionally (`rebuild=True`) runs `dbt build`, which recomputes every non-incremental model
+   from the rewritten bronze, re-runs the tests and refreshes what the after-build hooks make.
+
+Why rewrite in place rather than `dbt build --full-refresh` of silver and gold: incremental
+tables (silver transactions, the snapshot, quarantine) hold history a full refresh would reset
+or duplicate (a snapshot keyed by subject token would close every customer's history and open a
+new one), and retention or erasure results applied to them would have to be re-applied. A map
+join keeps every row, changes only the token (and the ciphertext bound to it) and is checked by
+row counts; the plain `dbt build` afterwards then agrees with what is stored.
+
+A failed run can be finished with `resume=True`, which maps every token of any live older
+version to the current version without making another one. `destroy_retired_salts_in_lake`
+refuses to destroy a retired version while the lake still holds its tokens, since they could
+never be re-derived afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+
+from privacy_lakehouse import duckdb_functions
+from privacy_lakehouse.audit_log import AuditLog
+from privacy_lakehouse.duckdb_setup import connect
+from privacy_lakehouse.keyring import (
+    DEFAULT_DECRYPT_PURPOSES,
+    DEFAULT_SALT_GRACE,
+    KeyNotFoundError,
+    Keyring,
+    KeyringError,
+)
+from privacy_lakehouse.settings import Settings, load_settings
+
+ROTATION_PURPOSE = "key_rotation"
+EVIDENCE_FOLDER = "rotation"
+BATCH_ROWS = 100_000
+_SKIPPED_LAKE_FOLDERS = {"_duckdb_extensions", "_evidence", "_audit"}
+_TOKEN_VERSION = re.compile(r"v([1-9][0-9]*):")
+
+# Which plaintext each rotatable salt tokenizes, where bronze keeps it as ciphertext, and the
+# normalisation the bronze model applied before tokenizing. Each query yields (seen_token, value)
+# from `{table}`; it must agree with the model, which the rotation checks row by row (every
+# token must re-derive from its own decrypted value) before changing anything.
+_CUSTOMERS = "bronze/raw_core_banking__customers"
+_QUARANTINE = "bronze/raw_quarantine__records"
+
+
+@dataclass(frozen=True)
+class PlaintextSource:
+    table: str  # Delta table, relative to the lake
+    query: str  # select seen_token, value from {table}
+
+
+@dataclass(frozen=True)
+class SaltUse:
+    token_column: str
+    sources: tuple[PlaintextSource, ...]
+
+
+def _decrypted(column: str) -> str:
+    return f"pl_decrypt(subject_token, {column}, '{ROTATION_PURPOSE}')"
+
+
+ROTATABLE_SALTS: dict[str, SaltUse] = {
+    "subject": SaltUse(
+        "subject_token",
+        (
+            PlaintextSource(
+                _CUSTOMERS,
+                f"select subject_token as seen_token, {_decrypted('customer_id_enc')} as value "
+                "from {table}",
+            ),
+            # Quarantined rows: the customer id inside the encrypted raw record (parsed as the
+            # landing models do), or the per-file pseudo-subject of rows that name no customer.
+            PlaintextSource(
+                _QUARANTINE,
+                "select seen_token, case when not has_subject "
+                "then 'quarantine:' || source_name || ':' || source_file "
+                "when json_valid(raw) then nullif(trim(json_merge_patch('{{}}', raw) ->> "
+                "'customer_id'), '') end as value from (select subject_token as seen_token, "
+                f"has_subject, source_name, source_file, {_decrypted('record_enc')} as raw "
+                "from {table})",
+            ),
+        ),
+    ),
+    "email": SaltUse(
+        "email_token",
+        (
+            PlaintextSource(
+                _CUSTOMERS,
+                f"select email_token as seen_token, lower(trim({_decrypted('email_enc')})) "
+                "as value from {table}",
+            ),
+        ),
+    ),
+    "phone": SaltUse(
+        "phone_token",
+        (
+            PlaintextSource(
+                _CUSTOMERS,
+                "select phone_token as seen_token, "
+                f"regexp_replace({_decrypted('phone_enc')}, '[^0-9+]', '', 'g') as value "
+                "from {table}",
+            ),
+        ),
+    ),
+    "national_id": SaltUse(
+        "national_id_token",
+        (
+            PlaintextSource(
+                _CUSTOMERS,
+                f"select national_id_token as seen_token, {_decrypted('national_id_enc')} "
+                "as value from {table}",
+            ),
+        ),
+    ),
+    "iban": SaltUse(
+        "iban_token",
+        (
+            PlaintextSource(
+                "bronze/raw_core_banking__accounts",
+                f"select iban_token as seen_token, upper(replace({_decrypted('iban_enc')}, "
+                "' ', '')) as value from {table}",
+            ),
+        ),
+    ),
+    "card": SaltUse(
+        "card_token",
+        (
+            PlaintextSource(
+                "bronze/raw_cards__transactions",
+                f"select card_token as seen_token, {_decrypted('card_number_enc')} as value "
+                "from {table}",
+            ),
+        ),
+    ),
+}
+
+NOT_ROTATABLE: dict[str, str] = {
+    "account": (
+        "bronze keeps account numbers only as account_token, with no ciphertext to recover them "
+        "from, so the old tokens cannot be mapped to new ones and every account join would break"
+    ),
+    "device": (
+        "bronze keeps device ids only as device_token, with no ciphertext to recover them from, "
+        "so the old tokens cannot be mapped to new ones"
+    ),
+    "tombstone": (
+        "tombstone tokens must outlive every rotation: they are the only record that keeps an "
+        "erased subject out of re-ingested landing files, and the erased subject's data (from "
+        "which a new token would be derived) is gone by design"
+    ),
+}
+
+
+class RotationError(KeyringError):
+    """The lake cannot be re-tokenized safely; nothing was changed unless the message says so."""
+
+
+class RotationRefused(RotationError):
+    """The salt cannot be rotated at all (no ciphertext to re-derive its tokens from)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The lake's tables
+
+
+@dataclass(frozen=True)
+class LakeTable:
+    relative: str  # e.g. bronze/raw_core_banking__customers
+    path: Path
+    columns: tuple[str, ...]
+
+    def scan(self) -> str:
+        return f"delta_scan({_sql_string(str(self.path))})"
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def delta_tables(lake_dir: Path) -> list[Path]:
+    """Every Delta table under the lake (folders holding a `_delta_log`), sorted."""
+    if not lake_dir.is_dir():
+        return []
+    found = []
+    for log in lake_dir.rglob("_delta_log"):
+        relative = log.parent.relative_to(lake_dir)
+        if relative.parts and relative.parts[0] not in _SKIPPED_LAKE_FOLDERS:
+            found.append(log.parent)
+    return sorted(found)
+
+
+def _lake_tables(lake_dir: Path) -> dict[str, LakeTable]:
+    tables = {}
+    for path in delta_tables(lake_dir):
+        names = tuple(DeltaTable(str(path)).schema().to_arrow().names)
+        relative = path.relative_to(lake_dir).as_posix()
+        tables[relative] = LakeTable(relative, path, names)
+    return tables
+
+
+def _ciphertext_columns(columns: tuple[str, ...]) -> list[str]:
+    # Every *_enc column of a table with a subject token is ciphertext bound to that token (the
+    # bronze models' convention); the re-encryption fails loudly if one is not.
+    return [c for c in columns if c.endswith("_enc")]
+
+
+# --------------------------------------------------------------------------------------------
+# Locks, keyrings, DuckDB
+
+
+@contextlib.contextmanager
+def _build_lock(lake_dir: Path) -> Iterator[None]:
+    """The lake's build lock, so no build appends rows with old tokens while tables are rewritten."""
+    from privacy_lakehouse.delta_writer import _BuildLock  # imports dbt: only when needed
+
+    _BuildLock.acquire(lake_dir)
+    try:
+        yield
+    finally:
+        _BuildLock.release(lake_dir)
+
+
+def open_rotation_keyring(
+    settings: Settings | None = None, on_decrypt: Callable[[str, str, int], None] | None = None
+) -> Keyring:
+    """The project's keyring with the `key_rotation` decryption purpose added (this flow only)."""
+    return Keyring.open(
+        settings,
+        allowed_purposes=DEFAULT_DECRYPT_PURPOSES | {ROTATION_PURPOSE},
+        on_decrypt=on_decrypt,
+    )
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _connect(settings: Settings, keyring: Keyring, actor: str) -> duckdb.DuckDBPyConnection:
+    conn = connect(extension_dir=settings.lake_dir / "_duckdb_extensions")
+    # Plaintext is decrypted into this in-memory database; it must never spill to disk.
+    conn.execute("set temp_directory = ''")
+    duckdb_functions.register(conn, keyring, actor=actor)
+
+    def reencrypt(old_tokens: Any, new_tokens: Any, ciphertexts: Any) -> pa.Array:
+        # Plaintext stays in Python: decrypted under the old token, sealed under the new one.
+        plain = keyring.decrypt_many(old_tokens, ciphertexts, ROTATION_PURPOSE, actor)
+        return keyring.encrypt_many(new_tokens, plain)
+
+    text = duckdb.sqltype("VARCHAR")
+    conn.create_function(
+        "pl_rotation_reencrypt",
+        reencrypt,
+        [text, text, text],
+        text,
+        type="arrow",
+        null_handling="special",
+        side_effects=True,
+    )
+    return conn
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------------------------
+# Salt rotation
+
+
+def check_rotatable(name: str) -> SaltUse:
+    """The salt's use in the lake, or RotationRefused saying why it cannot be rotated."""
+    if name in NOT_ROTATABLE:
+        raise RotationRefused(f"salt '{name}' cannot be rotated: {NOT_ROTATABLE[name]}")
+    use = ROTATABLE_SALTS.get(name)
+    if use is None:
+        raise RotationRefused(
+            f"salt '{name}' cannot be rotated: no bronze ciphertext is known from which its "
+            f"tokens could be re-derived (rotatable salts: {', '.join(sorted(ROTATABLE_SALTS))})"
+        )
+    return use
+
+
+def _live_versions(keyring: Keyring, name: str) -> tuple[list[int], int | None]:
+    versions = [s for s in keyring.status()["salts"] if s["salt"] == name]
+    live = sorted(s["version"] for s in versions if s["state"] != "destroyed")
+    active = next((s["version"] for s in versions if s["state"] == "active"), None)
+    return live, active
+
+
+def _token_versions(conn, table: LakeTable, column: str) -> dict[str, int]:
+    rows = conn.execute(
+        f"select coalesce(regexp_extract({_ident(column)}, '^v([0-9]+):', 1), '?'), count(*) "
+        f"from {table.scan()} where {_ident(column)} is not null group by all order by all"
+    ).fetchall()
+    return {f"v{version}" if version != "?" else "malformed": count for version, count in rows}
+
+
+def _prepare_plaintext(
+    conn, name: str, use: SaltUse, tables: dict[str, LakeTable]
+) -> dict[str, int]:
+    """Fill `rotation_plain(seen_token, value)` from bronze ciphertext; return rows per source."""
+    conn.execute("create or replace temp table rotation_plain (seen_token varchar, value varchar)")
+    counts = {}
+    for source in use.sources:
+        table = tables.get(source.table)
+        if table is None:
+            continue
+        query = source.query.format(table=table.scan())
+        counts[source.table] = conn.execute(
+            "insert into rotation_plain select distinct seen_token, value "
+            f"from ({query}) where seen_token is not null"
+        ).fetchone()[0]
+    return counts
+
+
+def _check_plaintext(conn, name: str, live: list[int]) -> None:
+    """Every decrypted value must re-derive the token it was stored with (same normalisation)."""
+    seen_versions = {
+        int(v)
+        for (v,) in conn.execute(
+            "select distinct regexp_extract(seen_token, '^v([0-9]+):', 1) from rotation_plain"
+        ).fetchall()
+        if v
+    }
+    dead = sorted(seen_versions - set(live))
+    if dead:
+        raise RotationError(
+            f"salt '{name}': the lake holds tokens of destroyed version(s) {dead}; they cannot "
+            "be re-derived. Nothing was changed."
+        )
+    unreadable, mismatched = conn.execute(
+        "select count(*) filter (where value is null), count(*) filter (where value is not null "
+        f"and pl_token_at(value, {_sql_string(name)}, cast(regexp_extract(seen_token, "
+        "'^v([0-9]+):', 1) as integer)) is distinct from seen_token) from rotation_plain"
+    ).fetchone()
+    if mismatched:
+        raise RotationError(
+            f"salt '{name}': {mismatched} decrypted value(s) do not re-derive the token stored "
+            "beside them (the normalisation differs from the bronze model's, or data was "
+            "altered). Nothing was changed."
+        )
+    if unreadable:
+        # Counted here, refused later only if such a token is still used somewhere.
+        conn.execute("delete from rotation_plain where value is null")
+
+
+def _build_old_token_map(conn, name: str, live: list[int]) -> None:
+    """`rotation_old(old_token, value)`: the token of each value under every live version."""
+    parts = [
+        f"select pl_token_at(value, {_sql_string(name)}, {int(v)}) as old_token, value "
+        "from (select distinct value from rotation_plain)"
+        for v in live
+    ]
+    conn.execute(f"create or replace temp table rotation_old as {' union all '.join(parts)}")
+    ambiguous = conn.execute(
+        "select count(*) from (select old_token from rotation_old group by old_token "
+        "having count(distinct value) > 1)"
+    ).fetchone()[0]
+    if ambiguous:
+        raise RotationError(
+            f"salt '{name}': {ambiguous} token(s) stand for more than one value; the map would "
+            "merge different subjects. Nothing was changed."
+        )
+
+
+def _unmappable(conn, tables: list[LakeTable], column: str) -> dict[str, int]:
+    missing = {}
+    for table in tables:
+        count = conn.execute(
+            f"select count(*) from {table.scan()} where {_ident(column)} is not null and "
+            f"{_ident(column)} not in (select old_token from rotation_old)"
+        ).fetchone()[0]
+        if count:
+            missing[table.relative] = count
+    return missing
+
+
+def _warehouse_tables(conn, column: str) -> list[tuple[str, str, list[str]]]:
+    rows = conn.execute(
+        "select schema_name, table_name, list(column_name order by column_index) "
+        "from duckdb_columns() where database_name = 'warehouse' "
+        "and table_name in (select table_name from duckdb_tables() "
+        "where database_name = 'warehouse') group by all order by all"
+    ).fetchall()
+    return [(schema, table, cols) for schema, table, cols in rows if column in cols]
+
+
+def _rewrite_select(table: LakeTable, column: str, reencrypt: list[str]) -> str:
+    parts = []
+    for name in table.columns:
+        quoted = _ident(name)
+        if name == column:
+            parts.append(f"coalesce(rotation_map.new_token, t.{quoted}) as {quoted}")
+        elif name in reencrypt:
+            parts.append(
+                f"case when rotation_map.new_token is null or t.{quoted} is null then t.{quoted} "
+                f"else pl_rotation_reencrypt(t.{_ident(column)}, rotation_map.new_token, "
+                f"t.{quoted}) end as {quoted}"
+            )
+        else:
+            parts.append(f"t.{quoted}")
+    return (
+        f"select {', '.join(parts)} from {table.scan()} as t left join rotation_map "
+        f"on t.{_ident(column)} = rotation_map.old_token"
+    )
+
+
+def _rewrite_delta_table(
+    conn, table: LakeTable, column: str, reencrypt: list[str]
+) -> dict[str, Any] | None:
+    changing, rows_before = conn.execute(
+        f"select count(*) filter (where {_ident(column)} in (select old_token from rotation_map)),"
+        f" count(*) from {table.scan()}"
+    ).fetchone()
+    if not changing:
+        return None
+    delta = DeltaTable(str(table.path))
+    version_before = delta.version()
+    counter = {"rows": 0}
+    reader = conn.execute(_rewrite_select(table, column, reencrypt)).fetch_record_batch(BATCH_ROWS)
+
+    def counted() -> Iterator[pa.RecordBatch]:
+        for batch in reader:
+            counter["rows"] += batch.num_rows
+            yield batch
+
+    # Overwrite in one commit, same schema, no predicate: the log records no token.
+    write_deltalake(
+        delta,
+        pa.RecordBatchReader.from_batches(reader.schema, counted()),
+        mode="overwrite",
+        partition_by=delta.metadata().partition_columns or None,
+    )
+    if counter["rows"] != rows_before:
+        raise RotationError(
+            f"{table.relative}: wrote {counter['rows']} rows where {rows_before} were read; "
+            "run the rotation again with resume to finish it"
+        )
+    return {
+        "table": table.relative,
+        "column": column,
+        "rows": rows_before,
+        "rows_retokenized": changing,
+        "ciphertext_columns_reencrypted": reencrypt,
+        "delta_version_before": version_before,
+        "delta_version_after": DeltaTable(str(table.path)).version(),
+    }
+
+
+def _rewrite_warehouse(
+    conn, settings: Settings, column: str, subject: bool
+) -> list[dict[str, Any]]:
+    warehouse = settings.warehouse_path
+    if not warehouse.exists():
+        return []
+    conn.execute(f"attach {_sql_string(str(warehouse))} as warehouse")
+    try:
+        rewritten = []
+        for schema, table, columns in _warehouse_tables(conn, column):
+            target = f"warehouse.{_ident(schema)}.{_ident(table)}"
+            quoted = _ident(column)
+            sets = [f"{quoted} = rotation_map.new_token"]
+            reencrypt = _ciphertext_columns(tuple(columns)) if subject else []
+            for name in reencrypt:
+                sets.append(
+                    f"{_ident(name)} = case when t.{_ident(name)} is null then null else "
+                    f"pl_rotation_reencrypt(t.{quoted}, rotation_map.new_token, "
+                    f"t.{_ident(name)}) end"
+                )
+            rows = conn.execute(f"select count(*) from {target}").fetchone()[0]
+            changed = conn.execute(
+                f"update {target} as t set {', '.join(sets)} from rotation_map "
+                f"where t.{quoted} = rotation_map.old_token"
+            ).fetchone()[0]
+            if changed:
+                rewritten.append(
+                    {
+                        "table": f"warehouse:{schema}.{table}",
+                        "column": column,
+                        "rows": rows,
+                        "rows_retokenized": changed,
+                        "ciphertext_columns_reencrypted": reencrypt,
+                    }
+                )
+        return rewritten
+    finally:
+        conn.execute("detach warehouse")
+
+
+def _link_subjects(keyring: Keyring, conn) -> dict[str, Any]:
+    """Link each new subject token to the data key of the old token it replaces."""
+    pairs = conn.execute(
+        "select old_token, new_token from rotation_map "
+        "where old_token in (select token from rotation_present) order by old_token"
+    ).fetchall()
+    try:
+        return keyring.link_subject_tokens(pairs)
+    except KeyNotFoundError:
+        # A token used only where no ciphertext exists has no key, and needs no link.
+        added = already = without_key = 0
+        for pair in pairs:
+            try:
+                result = keyring.link_subject_tokens([pair])
+            except KeyNotFoundError:
+                without_key += 1
+                continue
+            added += result["links_added"]
+            already += result["already_linked"]
+        return {"links_added": added, "already_linked": already, "tokens_without_key": without_key}
+
+
+def rotate_salt_in_lake(
+    name: str,
+    *,
+    settings: Settings | None = None,
+    grace: timedelta = DEFAULT_SALT_GRACE,
+    resume: bool = False,
+    rebuild: bool = False,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Rotate salt `name` and re-tokenize the lake; return the evidence (also written to disk).
+
+    `resume=True` makes no new version: it maps tokens of every older live version to the
+    active one (to finish a rotation that failed half-way). `rebuild=True` runs `dbt build`
+    afterwards. Raises RotationRefused / RotationError (a KeyringError) with a message that holds
+    names and counts only.
+    """
+    use = check_rotatable(name)
+    settings = settings or load_settings()
+    if grace < timedelta(0):
+        raise RotationError("the grace period cannot be negative")
+    started, clock = _utcnow(), time.monotonic()
+    decrypted = {"subjects": 0}
+
+    def count_decryptions(actor: str, purpose: str, subjects: int) -> None:
+        decrypted["subjects"] += subjects
+
+    actor = f"key_rotation:{_operator()}"
+    with _build_lock(settings.lake_dir), open_rotation_keyring(
+        settings, count_decryptions
+    ) as keyring:
+        live, active = _live_versions(keyring, name)
+        if active is None:
+            raise KeyNotFoundError(f"salt '{name}' has no active version to rotate")
+        tables = _lake_tables(settings.lake_dir)
+        using = [t for t in tables.values() if use.token_column in t.columns]
+        conn = _connect(settings, keyring, actor) if tables else None
+        try:
+            versions_before, plaintext_rows = {}, {}
+            if conn is not None:
+                versions_before = {
+                    t.relative: _token_versions(conn, t, use.token_column) for t in using
+                }
+                plaintext_rows = _prepare_plaintext(conn, name, use, tables)
+                _check_plaintext(conn, name, live)
+                _build_old_token_map(conn, name, live)
+                missing = _unmappable(conn, using, use.token_column)
+                if missing:
+                    detail = ", ".join(f"{t}: {n}" for t, n in sorted(missing.items()))
+                    raise RotationError(
+                        f"salt '{name}': rows hold {use.token_column} values that no bronze "
+                        f"ciphertext re-derives ({detail}); they would keep an unlinkable old "
+                        "token. Nothing was changed."
+                    )
+            if resume:
+                rotated = {
+                    "event": "salt_rotation_resumed",
+                    "version_before": None,
+                    "version_after": active,
+                    "retired_version": None,
+                    "retire_after": None,
+                }
+            else:
+                rotated = keyring.rotate_salt(name, grace=grace, now=now)
+            target = rotated["version_after"]
+            rewritten: list[dict[str, Any]] = []
+            links: dict[str, Any] | None = None
+            mapped = 0
+            if conn is not None:
+                conn.execute(
+                    "create or replace temp table rotation_map as select distinct old_token, "
+                    f"pl_token_at(value, {_sql_string(name)}, {int(target)}) as new_token "
+                    f"from rotation_old where old_token not like 'v{int(target)}:%'"
+                )
+                mapped = conn.execute("select count(*) from rotation_map").fetchone()[0]
+                subject = name == "subject"
+                if subject:
+                    conn.execute(
+                        "create or replace temp table rotation_present (token varchar)"
+                    )
+                    for table in using:
+                        conn.execute(
+                            "insert into rotation_present select distinct "
+                            f"{_ident(use.token_column)} from {table.scan()}"
+                        )
+                    links = _link_subjects(keyring, conn)
+                for table in using:
+                    reencrypt = _ciphertext_columns(table.columns) if subject else []
+                    entry = _rewrite_delta_table(conn, table, use.token_column, reencrypt)
+                    if entry is not None:
+                        entry["token_versions_before"] = versions_before[table.relative]
+                        rewritten.append(entry)
+                rewritten += _rewrite_warehouse(conn, settings, use.token_column, subject)
+                conn.execute("drop table rotation_plain")
+                conn.execute("drop table rotation_old")
+        finally:
+            if conn is not None:
+                conn.close()
+    evidence: dict[str, Any] = {
+        "event": "salt_rotated_in_lake" if not resume else "salt_rotation_resumed",
+        "at": _iso(started),
+        "salt": name,
+        "token_column": use.token_column,
+        "version_before": rotated["version_before"],
+        "version_after": rotated["version_after"],
+        "retired_version": rotated["retired_version"],
+        "retire_after": rotated["retire_after"],
+        "decrypt_purpose": ROTATION_PURPOSE,
+        "subjects_decrypted": decrypted["subjects"],
+        "plaintext_rows_by_source": plaintext_rows,
+        "tokens_mapped": mapped,
+        "subject_token_links": links,
+        "tables_rewritten": rewritten,
+        "rows_rewritten": sum(entry["rows"] for entry in rewritten),
+        "rows_retokenized": sum(entry["rows_retokenized"] for entry in rewritten),
+        "seconds": round(time.monotonic() - clock, 3),
+    }
+    evidence_path = record_rotation(settings, evidence, actor=actor)
+    evidence["evidence_file"] = str(evidence_path)
+    if rebuild:
+        evidence["rebuild"] = rebuild_lake(settings)
+        _write_json(evidence_path, evidence)
+        if not evidence["rebuild"]["success"]:
+            raise RotationError(
+                f"salt '{name}' rotated and the lake re-tokenized, but the rebuild failed: "
+                f"{evidence['rebuild']['error']} (evidence: {evidence_path})"
+            )
+    return evidence
+
+
+# --------------------------------------------------------------------------------------------
+# Destroying retired versions, guarded
+
+
+def destroy_retired_salts_in_lake(
+    *, settings: Settings | None = None, now: datetime | None = None
+) -> dict[str, Any]:
+    """`Keyring.destroy_retired_salts`, refused while the lake still holds a due version's tokens.
+
+    Such tokens could never be re-derived once the version is gone (finish the rotation with
+    `resume` first). Evidence and an audit entry are recorded as for every rotation step.
+    """
+    settings = settings or load_settings()
+    moment = now or _utcnow()
+    with _build_lock(settings.lake_dir), Keyring.open(settings) as keyring:
+        due = [
+            s
+            for s in keyring.status()["salts"]
+            if s["state"] == "retired" and datetime.fromisoformat(s["retire_after"]) <= moment
+        ]
+        still_used = _tokens_in_lake(settings, keyring, due) if due else {}
+        if still_used:
+            detail = ", ".join(
+                f"{salt} v{version}: {rows} rows" for (salt, version), rows in still_used.items()
+            )
+            raise RotationError(
+                f"retired salt versions are still used in the lake ({detail}); finish the "
+                "rotation with `keys rotate-salt NAME --resume` before destroying them"
+            )
+        evidence = keyring.destroy_retired_salts(moment)
+    record_rotation(settings, evidence, actor=f"key_rotation:{_operator()}")
+    return evidence
+
+
+def _tokens_in_lake(
+    settings: Settings, keyring: Keyring, due: list[dict[str, Any]]
+) -> dict[tuple[str, int], int]:
+    tables = _lake_tables(settings.lake_dir)
+    if not tables:
+        return {}
+    used: dict[tuple[str, int], int] = {}
+    conn = connect(extension_dir=settings.lake_dir / "_duckdb_extensions")
+    try:
+        for entry in due:
+            use = ROTATABLE_SALTS.get(entry["salt"])
+            if use is None:
+                continue
+            prefix = f"v{int(entry['version'])}:%"
+            rows = 0
+            for table in tables.values():
+                if use.token_column in table.columns:
+                    rows += conn.execute(
+                        f"select count(*) from {table.scan()} "
+                        f"where {_ident(use.token_column)} like ?",
+                        [prefix],
+                    ).fetchone()[0]
+            if rows:
+                used[(entry["salt"], entry["version"])] = rows
+    finally:
+        conn.close()
+    return used
+
+
+# --------------------------------------------------------------------------------------------
+# Rebuild
+
+
+def rebuild_lake(settings: Settings, *args: str) -> dict[str, Any]:
+    """`dbt build` in-process on the project at settings.root; returns a summary, no values."""
+    from dbt.cli.main import dbtRunner
+
+    environment = {
+        "PRIVACY_LAKEHOUSE_HOME": str(settings.root),
+        "PRIVACY_LAKEHOUSE_LAKE": str(settings.lake_dir),
+        "PRIVACY_LAKEHOUSE_LANDING": str(settings.landing_dir),
+        "PRIVACY_LAKEHOUSE_KEYS": str(settings.keys_dir),
+    }
+    profiles = os.environ.get("DBT_PROFILES_DIR") or str(settings.root)
+    argv = ["build", *args, "--project-dir", str(settings.root), "--profiles-dir", profiles]
+    saved = {k: os.environ.get(k) for k in environment}
+    old_cwd = Path.cwd()
+    started = time.monotonic()
+    os.environ.update(environment)
+    os.chdir(settings.root)
+    try:
+        result = dbtRunner().invoke(argv)
+    finally:
+        os.chdir(old_cwd)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    statuses: dict[str, int] = {}
+    for node in getattr(result.result, "results", None) or []:
+        statuses[str(node.status)] = statuses.get(str(node.status), 0) + 1
+    return {
+        "command": "dbt " + " ".join(["build", *args]),
+        "success": bool(result.success),
+        "node_statuses": statuses,
+        # dbt's exception text names nodes and errors; the project keeps values out of them.
+        "error": "" if result.success else str(result.exception or "a node failed or errored"),
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Evidence
+
+
+def _write_json(path: Path, document: dict[str, Any]) -> None:
+    staged = path.with_name(f".{path.name}.tmp")
+    staged.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(staged, path)
+
+
+def record_rotation(
+    settings: Settings, evidence: dict[str, Any], *, actor: str | None = None
+) -> Path:
+    """Write a rotation's evidence to `<lake>/_evidence/rotation/` and append an audit entry.
+
+    Evidence holds key names, versions, tables and counts only; the keyring's own evidence
+    (master-key rotation, destroyed salt versions) is recorded the same way.
+    """
+    folder = settings.evidence_dir / EVIDENCE_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    event = str(evidence.get("event", "key_rotation"))
+    stamp = _utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+    subject = evidence.get("salt") or ("master" if "master_key_version_after" in evidence else "")
+    path = folder / f"{stamp}_{event}{'_' + subject if subject else ''}.json"
+    _write_json(path, evidence)
+    details = {
+        key: evidence[key]
+        for key in (
+            "salt",
+            "version_before",
+            "version_after",
+            "retire_after",
+            "rows_rewritten",
+            "rows_retokenized",
+            "tokens_mapped",
+            "subjects_decrypted",
+            "master_key_version_before",
+            "master_key_version_after",
+            "data_keys_rewrapped",
+            "salt_versions_rewrapped",
+        )
+        if key in evidence
+    }
+    details["event"] = event
+    details["evidence_file"] = path.name
+    if "destroyed" in evidence:
+        details["destroyed"] = [f"{e['salt']} v{e['version']}" for e in evidence["destroyed"]]
+    tables = [entry["table"] for entry in evidence.get("tables_rewritten", [])]
+    AuditLog(settings.lake_dir / "_audit" / "audit.jsonl").append(
+        actor=actor or f"key_rotation:{_operator()}",
+        action="key_rotation",
+        object=tables or ["keyring"],
+        details=details,
+    )
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# CLI (wired into `privacy-lakehouse keys rotate-salt` by keyring.add_arguments)
+
+
+def add_rotate_salt_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="run `dbt build` after re-tokenizing, so every model and test sees the new tokens",
+    )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="make no new version: finish a rotation that failed part-way by mapping tokens of "
+        "older live versions to the active one",
+    )
+
+
+def run_rotate_salt(args: argparse.Namespace) -> dict[str, Any]:
+    return rotate_salt_in_lake(
+        args.name,
+        grace=timedelta(days=args.grace_days),
+        resume=bool(getattr(args, "resume", False)),
+        rebuild=bool(getattr(args, "rebuild", False)),
+    )
