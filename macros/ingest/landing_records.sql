@@ -27,9 +27,12 @@
         select
             regexp_extract(landing_row.filename, '[^/]+$') as source_file,
         {%- if format == 'jsonl' %}
+            {#- try_cast, not `json_valid(line) and ...`: DuckDB may reorder that conjunction
+                when it pushes a filter on doc down, and then json_type fails on a truncated
+                line (seen at 1M rows). try_cast makes every branch safe to evaluate. -#}
             case
-                when json_valid(landing_row.line) and json_type(landing_row.line) = 'OBJECT'
-                    then cast(json_merge_patch('{}', landing_row.line) as varchar)
+                when json_type(try_cast(landing_row.line as json)) = 'OBJECT'
+                    then cast(json_merge_patch('{}', try_cast(landing_row.line as json)) as varchar)
             end as doc,
             landing_row.line as raw_record,
             md5(landing_row.line) as record_hash

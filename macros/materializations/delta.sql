@@ -6,7 +6,9 @@
 
   Configs: incremental_strategy (none = rebuild the table; 'append'; 'merge' with unique_key),
   partition_by, on_schema_change (ignore | fail | append_new_columns | sync_all_columns),
-  delta_properties (extra Delta table properties).
+  delta_properties (extra Delta table properties), cluster_by (columns to sort rows by before
+  writing, e.g. subject_token, so an erasure rewrites few files) and target_file_size (bytes per
+  file; 32 MiB by default for clustered tables).
 -#}
 {% materialization delta, adapter='duckdb' %}
   {%- set target_relation = this.incorporate(type='view') -%}
@@ -46,6 +48,8 @@
       'properties': config.get('delta_properties') or {},
       'empty': delta_is_empty_run(),
       'model': model.name,
+      'cluster_by': config.get('cluster_by'),
+      'target_file_size': config.get('target_file_size'),
   } -%}
   {% do adapter.store_relation('delta_writer', target_relation, [], location, 'delta', spec) %}
   {%- set result = fromjson(run_query("select pl_delta_write_result(" ~ delta_sql_string(location) ~ ")").columns[0].values()[0]) -%}

@@ -45,3 +45,32 @@
         macro_name ~ " has no portable SQL implementation for adapter '" ~ adapter.type()
         ~ "'; add a " ~ adapter.type() ~ "__" ~ macro_name ~ " macro") }}
 {%- endmacro %}
+
+{#-
+    Whether the privacy treatments apply. Always, except in the benchmark's privacy-off run,
+    which measures what privacy costs: `--vars '{privacy_treatments: off}'` is honoured ONLY
+    on the dedicated `bench` target AND with PRIVACY_LAKEHOUSE_BENCH_PRIVACY_OFF=1 in the
+    environment. Anywhere else the build fails here, so privacy is never dropped silently.
+    When off, salted_hash / pseudonymize / encrypt_for_subject emit the plain value as varchar
+    and privacy_select carries columns through untreated (see bench/README.md).
+-#}
+{% macro _privacy_treatments_enabled() -%}
+    {%- set setting = var('privacy_treatments', 'on') | string | lower -%}
+    {#- YAML reads an unquoted on/off as a boolean, so True/False count as on/off. -#}
+    {%- if setting in ['on', 'true'] -%}
+        {{ return(true) }}
+    {%- endif -%}
+    {%- if setting not in ['off', 'false'] -%}
+        {{ exceptions.raise_compiler_error(
+            "var 'privacy_treatments' must be on or off, got " ~ setting) }}
+    {%- endif -%}
+    {%- set switch_env = 'PRIVACY_LAKEHOUSE_BENCH_PRIVACY_OFF' -%}
+    {%- if target.name != 'bench' or env_var(switch_env, '') != '1' -%}
+        {{ exceptions.raise_compiler_error(
+            "privacy_treatments=off is refused: it is a benchmark switch, honoured only with "
+            ~ "--target bench and " ~ switch_env ~ "=1 (target is '" ~ target.name ~ "'"
+            ~ (", " ~ switch_env ~ " is not 1" if env_var(switch_env, '') != '1' else "")
+            ~ "). Remove the var to build with privacy treatments.") }}
+    {%- endif -%}
+    {{ return(false) }}
+{%- endmacro %}

@@ -16,5 +16,8 @@
 {%- endmacro %}
 
 {% macro duckdb__encrypt_for_subject(expr, subject_token_expr) -%}
+    {%- if not privacy_lakehouse._privacy_treatments_enabled() -%}
+        {{ return('cast(' ~ expr ~ ' as varchar)') }}
+    {%- endif -%}
     pl_encrypt(cast({{ subject_token_expr }} as varchar), cast({{ expr }} as varchar))
 {%- endmacro %}

@@ -16,5 +16,8 @@
 
 {% macro duckdb__salted_hash(expr, salt_name) -%}
     {%- do privacy_lakehouse._privacy_require_identifier('salted_hash', 'salt_name', salt_name) -%}
+    {%- if not privacy_lakehouse._privacy_treatments_enabled() -%}
+        {{ return('cast(' ~ expr ~ ' as varchar)') }}
+    {%- endif -%}
     pl_token(cast({{ expr }} as varchar), {{ privacy_lakehouse._privacy_string_literal(salt_name) }})
 {%- endmacro %}

@@ -1,4 +1,4 @@
-"""Evidence in the audit log for what happens outside a query: builds, decryptions, key rotations.
+"""Evidence in the audit log for what happens outside a query: builds and decryptions.
 
 - One `build` entry per `dbt build`/`dbt run` (the `build_evidence` after-build hook): the models
   built and each node's status, counts per status, the policy version of privacy_policy.yml and
@@ -6,8 +6,8 @@
 - One `decrypt` entry per `pl_decrypt` batch (the keyring's audit callback, installed by
   `duckdb_setup.register_project_functions`): who, for which purpose, how many subjects. The
   entry is written before anything is decrypted; if it cannot be written, nothing is.
-- One `key_rotation` entry per rotation run from `privacy-lakehouse keys`: key names and
-  versions only.
+
+Key rotations are recorded by `privacy_lakehouse.rotation.record_rotation` (`key_rotation`).
 
 Entries hold names, versions, statuses and counts: never a value, key or token.
 """
@@ -18,7 +18,7 @@ import getpass
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +93,7 @@ def build_entry_fields(context: BuildContext) -> dict[str, Any]:
         if _resource_type(r.get("unique_id", "")) in BUILT_RESOURCE_TYPES
     }
     statuses = Counter(r.get("status", "unknown") for r in context.results)
-    failed = sorted(
-        r["unique_id"] for r in context.results if r.get("status") in {"error", "fail"}
-    )
+    failed = sorted(r["unique_id"] for r in context.results if r.get("status") in {"error", "fail"})
     return {
         "action": "build",
         "object": sorted(built),
@@ -124,12 +122,14 @@ def build_actor() -> str:
 @after_build("build_evidence")
 def record_build(context: BuildContext) -> dict[str, Any]:
     """Append one `build` entry for this run; returns the new head of the chain."""
-    entry = audit_log_for(context.lake_dir).append(actor=build_actor(), **build_entry_fields(context))
+    entry = audit_log_for(context.lake_dir).append(
+        actor=build_actor(), **build_entry_fields(context)
+    )
     return {"audit_seq": entry.seq, "head_hash": entry.entry_hash}
 
 
 # ---------------------------------------------------------------------------------------------
-# Decryptions and key rotations
+# Decryptions
 # ---------------------------------------------------------------------------------------------
 
 
@@ -151,75 +151,12 @@ def decrypt_recorder(
     return record
 
 
-def key_rotation_fields(evidence: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The audit entry of a `keys` command's evidence, or None when it rotated nothing.
-
-    Only key names, versions and counts are copied; key store paths and sources stay out."""
-    event = evidence.get("event")
-    if event == "master_key_rotated":
-        return {
-            "object": ["master_key"],
-            "details": {
-                "event": event,
-                "master_key_version_before": evidence["master_key_version_before"],
-                "master_key_version_after": evidence["master_key_version_after"],
-                "data_keys_rewrapped": evidence["data_keys_rewrapped"],
-                "salt_versions_rewrapped": evidence["salt_versions_rewrapped"],
-            },
-        }
-    if event == "salt_rotated":
-        return {
-            "object": [f"salt:{evidence['salt']}"],
-            "details": {
-                "event": event,
-                "salt": evidence["salt"],
-                "version_before": evidence["version_before"],
-                "version_after": evidence["version_after"],
-                "retire_after": evidence["retire_after"],
-            },
-        }
-    if event == "retired_salts_destroyed" and evidence.get("destroyed"):
-        destroyed = evidence["destroyed"]
-        return {
-            "object": sorted({f"salt:{item['salt']}" for item in destroyed}),
-            "details": {
-                "event": event,
-                "destroyed": [f"{item['salt']}:v{item['version']}" for item in destroyed],
-                "still_in_grace": len(evidence.get("still_in_grace") or []),
-            },
-        }
-    return None
-
-
-def record_key_rotation(
-    evidence: Mapping[str, Any], audit_log: AuditLog | None = None, actor: str | None = None
-) -> bool:
-    """Append a `key_rotation` entry for `evidence` (if it rotated anything). True if written."""
-    fields = key_rotation_fields(evidence)
-    if fields is None:
-        return False
-    try:
-        who = actor or f"keys:{getpass.getuser()}"
-    except (KeyError, OSError):
-        who = "keys:unknown"
-    (audit_log or AuditLog()).append(
-        actor=who,
-        action="key_rotation",
-        decision="n.a.",
-        policy_version=policy_version(),
-        **fields,
-    )
-    return True
-
-
 __all__ = [
     "audit_log_for",
     "build_entry_fields",
     "decrypt_recorder",
     "ensure_audit_log",
-    "key_rotation_fields",
     "key_versions",
     "policy_version",
     "record_build",
-    "record_key_rotation",
 ]

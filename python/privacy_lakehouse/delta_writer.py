@@ -34,6 +34,7 @@ from privacy_lakehouse import duckdb_setup, hooks
 log = logging.getLogger("privacy_lakehouse.delta_writer")
 
 BATCH_ROWS = 100_000
+CLUSTERED_FILE_BYTES = 32 * 1024 * 1024  # file cap of clustered tables unless configured
 WRITE_COMMANDS = {"build", "run", "seed", "snapshot"}
 FAULT_ENV = "PRIVACY_LAKEHOUSE_FAULT_AFTER_BATCHES"  # test hook: simulate a crash mid-write
 
@@ -89,12 +90,16 @@ class WriteSpec:
     properties: dict[str, str] = field(default_factory=dict)
     empty: bool = False
     model: str = ""
+    # Rows sorted by these columns before writing, files capped at target_file_size bytes: a
+    # subject's rows sit in few files, so an erasure rewrites few files (see erasure.py).
+    cluster_by: list[str] = field(default_factory=list)
+    target_file_size: int | None = None
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WriteSpec:
         known = {k: v for k, v in config.items() if k in cls.__dataclass_fields__}
         spec = cls(**known)
-        for name in ("unique_key", "partition_by", "stats_columns"):
+        for name in ("unique_key", "partition_by", "stats_columns", "cluster_by"):
             value = getattr(spec, name)
             if isinstance(value, str):
                 setattr(spec, name, [value])
@@ -398,6 +403,11 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
             "privacy_role none with sensitivity public or internal may partition a table"
         )
 
+    missing = [c for c in spec.cluster_by if c.lower() not in {n.lower() for n in names}]
+    if missing:
+        raise DbtRuntimeError(f"model {spec.model}: cluster_by names unknown columns {missing}")
+    file_size = spec.target_file_size or (CLUSTERED_FILE_BYTES if spec.cluster_by else None)
+
     exists = DeltaTable.is_deltatable(spec.location)
     if spec.empty:
         result.skipped = "empty run: no rows read, existing Delta table left untouched"
@@ -414,11 +424,12 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
     if not exists or spec.mode == "overwrite":
         write_deltalake(
             spec.location,
-            _batches(cursor, select_sql, counter),
+            _batches(cursor, _clustered(select_sql, spec), counter),
             mode="overwrite",
             schema_mode="overwrite" if exists else None,
             partition_by=spec.partition_by or None,
             configuration=props,
+            target_file_size=file_size,
         )
         result.created = not exists
         table = DeltaTable(spec.location)
@@ -443,18 +454,20 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
         if schema_mode == "overwrite":  # sync_all_columns: the table is rewritten in one commit
             write_deltalake(
                 table,
-                _batches(cursor, select_sql, counter),
+                _batches(cursor, _clustered(select_sql, spec), counter),
                 mode="overwrite",
                 schema_mode="overwrite",
                 partition_by=spec.partition_by or None,
+                target_file_size=file_size,
             )
         elif spec.mode == "append":
             write_deltalake(
                 table,
-                _batches(cursor, select_sql, counter),
+                _batches(cursor, _clustered(select_sql, spec), counter),
                 mode="append",
                 schema_mode=schema_mode,
                 partition_by=spec.partition_by or None,
+                target_file_size=file_size,
             )
         elif spec.mode == "merge":
             result.merge_metrics = _merge(
@@ -469,6 +482,13 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
     result.version = table.version()
     result.seconds = round(time.monotonic() - started, 3)
     return result
+
+
+def _clustered(sql: str, spec: WriteSpec) -> str:
+    if not spec.cluster_by:
+        return sql
+    order = ", ".join(quote_ident(c) for c in spec.cluster_by)
+    return f"select * from ({sql}) as pl_clustered order by {order}"
 
 
 def _apply_schema_policy(

@@ -71,6 +71,8 @@ def _load_builtin_hooks() -> None:
     for module in (
         "privacy_lakehouse.retention",
         "privacy_lakehouse.serving",
+        # Landing purge before build evidence, which stays last.
+        "privacy_lakehouse.landing",
         "privacy_lakehouse.build_evidence",
     ):
         try:

@@ -1337,18 +1337,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"privacy-lakehouse keys: {error}", file=sys.stderr)
         return 1
     print(json.dumps(evidence, indent=2, sort_keys=True))
-    # Rotations leave a key_rotation entry (names and versions only) in the lake's audit log.
-    from privacy_lakehouse.audit_log import AuditLogError
-    from privacy_lakehouse.build_evidence import record_key_rotation
-
-    try:
-        record_key_rotation(evidence)
-    except (AuditLogError, OSError) as error:
-        print(
-            f"privacy-lakehouse keys: done, but the audit entry was not written: {error}",
-            file=sys.stderr,
-        )
-        return 1
     return 0
 
 

@@ -43,7 +43,6 @@ import contextlib
 import getpass
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -57,6 +56,7 @@ from deltalake import DeltaTable, write_deltalake
 
 from privacy_lakehouse import duckdb_functions
 from privacy_lakehouse.audit_log import AuditLog
+from privacy_lakehouse.build_evidence import decrypt_recorder, policy_version
 from privacy_lakehouse.duckdb_setup import connect
 from privacy_lakehouse.keyring import (
     DEFAULT_DECRYPT_PURPOSES,
@@ -71,7 +71,6 @@ ROTATION_PURPOSE = "key_rotation"
 EVIDENCE_FOLDER = "rotation"
 BATCH_ROWS = 100_000
 _SKIPPED_LAKE_FOLDERS = {"_duckdb_extensions", "_evidence", "_audit"}
-_TOKEN_VERSION = re.compile(r"v([1-9][0-9]*):")
 
 # Which plaintext each rotatable salt tokenizes, where bronze keeps it as ciphertext, and the
 # normalisation the bronze model applied before tokenizing. Each query yields (seen_token, value)
@@ -252,10 +251,15 @@ def _ciphertext_columns(columns: tuple[str, ...]) -> list[str]:
 
 @contextlib.contextmanager
 def _build_lock(lake_dir: Path) -> Iterator[None]:
-    """The lake's build lock, so no build appends rows with old tokens while tables are rewritten."""
+    """The lake's build lock: no build may append old-version tokens during the rewrite."""
+    from dbt_common.exceptions import DbtRuntimeError
+
     from privacy_lakehouse.delta_writer import _BuildLock  # imports dbt: only when needed
 
-    _BuildLock.acquire(lake_dir)
+    try:
+        _BuildLock.acquire(lake_dir)
+    except DbtRuntimeError as busy:
+        raise RotationError(str(busy)) from None
     try:
         yield
     finally:
@@ -580,14 +584,20 @@ def rotate_salt_in_lake(
         raise RotationError("the grace period cannot be negative")
     started, clock = _utcnow(), time.monotonic()
     decrypted = {"subjects": 0}
+    # Like every pl_decrypt, each batch is in the audit log before it is decrypted.
+    audit_decryption = decrypt_recorder(
+        _audit_log(settings), policy_version(_policy_path(settings))
+    )
 
     def count_decryptions(actor: str, purpose: str, subjects: int) -> None:
+        audit_decryption(actor, purpose, subjects)
         decrypted["subjects"] += subjects
 
     actor = f"key_rotation:{_operator()}"
-    with _build_lock(settings.lake_dir), open_rotation_keyring(
-        settings, count_decryptions
-    ) as keyring:
+    with (
+        _build_lock(settings.lake_dir),
+        open_rotation_keyring(settings, count_decryptions) as keyring,
+    ):
         live, active = _live_versions(keyring, name)
         if active is None:
             raise KeyNotFoundError(f"salt '{name}' has no active version to rotate")
@@ -634,9 +644,7 @@ def rotate_salt_in_lake(
                 mapped = conn.execute("select count(*) from rotation_map").fetchone()[0]
                 subject = name == "subject"
                 if subject:
-                    conn.execute(
-                        "create or replace temp table rotation_present (token varchar)"
-                    )
+                    conn.execute("create or replace temp table rotation_present (token varchar)")
                     for table in using:
                         conn.execute(
                             "insert into rotation_present select distinct "
@@ -797,6 +805,14 @@ def rebuild_lake(settings: Settings, *args: str) -> dict[str, Any]:
 # Evidence
 
 
+def _audit_log(settings: Settings) -> AuditLog:
+    return AuditLog(settings.lake_dir / "_audit" / "audit.jsonl")
+
+
+def _policy_path(settings: Settings) -> Path:
+    return settings.root / "privacy_policy.yml"
+
+
 def _write_json(path: Path, document: dict[str, Any]) -> None:
     staged = path.with_name(f".{path.name}.tmp")
     staged.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -841,10 +857,11 @@ def record_rotation(
     if "destroyed" in evidence:
         details["destroyed"] = [f"{e['salt']} v{e['version']}" for e in evidence["destroyed"]]
     tables = [entry["table"] for entry in evidence.get("tables_rewritten", [])]
-    AuditLog(settings.lake_dir / "_audit" / "audit.jsonl").append(
+    _audit_log(settings).append(
         actor=actor or f"key_rotation:{_operator()}",
         action="key_rotation",
         object=tables or ["keyring"],
+        policy_version=policy_version(_policy_path(settings)),
         details=details,
     )
     return path

@@ -216,8 +216,9 @@ def publish_purpose(
 ) -> dict[str, Any]:
     """Write `<purpose>.duckdb` and `<purpose>.json` (atomically) and return the description.
 
-    Gold models whose Delta table does not exist yet (never built) are left out and listed
-    under `not_built`. Output goes to `<lake>/serving/` unless `output_dir` is given.
+    Gold models that cannot be served are left out and listed under `skipped` with the reason
+    (no Delta table yet, or none of their visible columns in it). Output goes to
+    `<lake>/serving/` unless `output_dir` is given.
     """
     from privacy_lakehouse import duckdb_setup  # deferred: DuckDB is not needed to plan
 
@@ -232,33 +233,33 @@ def publish_purpose(
     Path(f"{staged}.wal").unlink(missing_ok=True)
 
     tables: list[dict[str, Any]] = []
-    not_built: list[str] = []
+    skipped: dict[str, str] = {}
     conn = duckdb_setup.connect(staged, extension_dir=lake / EXTENSION_FOLDER)
     try:
         for model in served_models(models, purpose):
             location = str((lake / model.location).resolve())
             if not Path(location, "_delta_log").is_dir():
-                not_built.append(model.name)
+                skipped[model.name] = "no Delta table yet"
                 continue
             visible = visible_columns(model, purpose)
             # The Delta table's own order; a column missing from the YAML is not visible.
             columns = [c for c in _table_columns(conn, location) if c.lower() in visible]
             if not columns:
-                not_built.append(model.name)
+                skipped[model.name] = "none of its visible columns is in the Delta table"
                 continue
+            version = _delta_version(location)  # before the copy: the copy is at least this
             projection = ", ".join(_quote_ident(c) for c in columns)
+            relation = f"main.{_quote_ident(model.name)}"
             conn.execute(
-                f"create table main.{_quote_ident(model.name)} as "
+                f"create table {relation} as "
                 f"select {projection} from delta_scan({_sql_string(location)})"
             )
-            rows = conn.execute(
-                f"select count(*) from main.{_quote_ident(model.name)}"
-            ).fetchone()[0]
+            (rows,) = conn.execute(f"select count(*) from {relation}").fetchone()
             tables.append(
                 {
                     "name": model.name,
                     "source": f"{model.layer}/{model.name}",
-                    "delta_version": _delta_version(location),
+                    "delta_version": version,
                     "rows": rows,
                     "columns": [
                         {
@@ -289,7 +290,7 @@ def publish_purpose(
         "published_at": _now(),
         "invocation_id": invocation_id,
         "tables": tables,
-        "not_built": sorted(not_built),
+        "skipped": dict(sorted(skipped.items())),
     }
     _write_json_atomically(folder / f"{purpose}.json", description)
     return description
@@ -299,7 +300,9 @@ def export_entry_fields(description: Mapping[str, Any]) -> dict[str, Any]:
     """The audit entry of one published file: tables and table.column names, row counts."""
     tables = description["tables"]
     objects = [table["name"] for table in tables]
-    objects += [f"{table['name']}.{column['name']}" for table in tables for column in table["columns"]]
+    objects += [
+        f"{table['name']}.{column['name']}" for table in tables for column in table["columns"]
+    ]
     return {
         "action": "export",
         "object": objects,
@@ -311,7 +314,7 @@ def export_entry_fields(description: Mapping[str, Any]) -> dict[str, Any]:
             "row_counts": {table["name"]: table["rows"] for table in tables},
             "rows_exported": sum(table["rows"] for table in tables),
             "columns_exported": sum(len(table["columns"]) for table in tables),
-            "not_built": list(description["not_built"]),
+            "skipped": sorted(description["skipped"]),
             "invocation_id": description.get("invocation_id") or "",
         },
     }
@@ -418,7 +421,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--policy", type=Path, default=None, help="policy file (default: privacy_policy.yml)"
     )
     command.add_argument(
-        "--output-dir", type=Path, default=None, help="folder for the files (default: <lake>/serving)"
+        "--output-dir",
+        type=Path,
+        default=None,
+        help="folder for the files (default: <lake>/serving)",
     )
     command.add_argument(
         "--audit-log",

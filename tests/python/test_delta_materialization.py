@@ -359,3 +359,23 @@ def test_a_second_build_fails_fast_and_touches_nothing(project: Path):
     # Once the other build is gone, building works again.
     build(project, "--vars", "{enforce_privacy_policy: false, n: 99}")
     assert table(project, "bronze", "numbers").to_pyarrow_table().num_rows == 99
+
+
+def test_model_contracts_are_enforced(project: Path):
+    set_model(project, "models/silver/contracted.sql", "select id, label from {{ ref('numbers') }}")
+    contract = """
+models:
+  - name: contracted
+    config: {contract: {enforced: true}}
+    columns:
+      - {name: id, data_type: bigint}
+      - {name: label, data_type: %s}
+"""
+    (project / "models/silver/contracted.yml").write_text(contract % "integer")
+    result = build(project, expect_ok=False)
+    message = " ".join(str(r.message) for r in result.result.results if r.message)
+    assert "contract" in message.lower() and "label" in message
+    assert not DeltaTable.is_deltatable(str(project / "lake/silver/contracted"))
+    (project / "models/silver/contracted.yml").write_text(contract % "varchar")
+    build(project)
+    assert table(project, "silver", "contracted").to_pyarrow_table().num_rows == 10

@@ -65,9 +65,12 @@ def test_silver_transactions_merge_without_duplicates(grown):
         f"select count(*), count(distinct transaction_id) from delta_scan('{silver}')"
     ).fetchone()
     assert rows == distinct
-    assert distinct == con.execute(
-        f"select count(distinct transaction_id) from delta_scan('{bronze}')"
-    ).fetchone()[0]
+    assert (
+        distinct
+        == con.execute(
+            f"select count(distinct transaction_id) from delta_scan('{bronze}')"
+        ).fetchone()[0]
+    )
     # merged, not rebuilt: the incremental model's table kept its history
     assert DeltaTable(str(silver)).version() >= 1
 
@@ -84,7 +87,9 @@ def test_snapshot_records_customer_history(grown):
         current = con.execute(
             "select count(*) from snapshots.snap_customers where dbt_valid_to is null"
         ).fetchone()[0]
-        customers = con.execute("select count(*) from silver.stg_core_banking__customers").fetchone()
+        customers = con.execute(
+            "select count(*) from silver.stg_core_banking__customers"
+        ).fetchone()
     finally:
         con.close()
     assert closed > 0 and subjects_with_history == closed

@@ -1,4 +1,4 @@
-{{ config(incremental_strategy='append') }}
+{{ config(incremental_strategy='append', cluster_by='subject_token') }}
 -- Card transactions as delivered. Card numbers are tokenized and encrypted once per distinct
 -- card, then joined back: far cheaper than once per transaction.
 with

@@ -1,4 +1,4 @@
-{{ config(incremental_strategy='append') }}
+{{ config(incremental_strategy='append', cluster_by='subject_token') }}
 -- Consent grants and revocations as delivered; the customer only as a token.
 with
 

@@ -1,4 +1,4 @@
-{{ config(incremental_strategy='append') }}
+{{ config(incremental_strategy='append', cluster_by='subject_token') }}
 -- Accounts as delivered; account number and IBAN only as tokens and ciphertext.
 with
 

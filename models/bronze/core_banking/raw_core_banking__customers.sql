@@ -1,4 +1,4 @@
-{{ config(incremental_strategy='append') }}
+{{ config(incremental_strategy='append', cluster_by='subject_token') }}
 -- Customers as delivered, with every direct identifier replaced by a keyed token (joinable) and
 -- ciphertext under the customer's own data key. Append-only; re-reading landing adds nothing.
 with

@@ -1,4 +1,4 @@
-{{ config(incremental_strategy='append') }}
+{{ config(incremental_strategy='append', cluster_by='subject_token') }}
 -- Every landing row that broke its source contract, with a reason code. Never dropped: landing
 -- rows = bronze rows + quarantined rows. The row itself is kept only as ciphertext, under the
 -- customer's key when the row names one (so erasure reaches it), else under a per-file key.

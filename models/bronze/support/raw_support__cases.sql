@@ -1,4 +1,4 @@
-{{ config(incremental_strategy='append') }}
+{{ config(incremental_strategy='append', cluster_by='subject_token') }}
 -- Support cases. The free-text note is kept only as ciphertext under the customer's key and as
 -- a redacted copy (patterns and the customer's own name replaced by placeholders).
 with

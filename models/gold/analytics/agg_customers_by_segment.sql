@@ -45,7 +45,7 @@ select
     country,
     age_band,
     count(distinct subject_token) as customer_count,
-    sum(account_count) as open_account_count,
+    cast(sum(account_count) as bigint) as open_account_count,
     round(avg(total_balance), 0) as avg_balance
 from released
 group by country, age_band

@@ -1,4 +1,4 @@
-{{ config(incremental_strategy='merge', unique_key='transaction_id') }}
+{{ config(incremental_strategy='merge', unique_key='transaction_id', cluster_by='subject_token') }}
 -- Card transactions: typed and deduplicated by transaction id. Incremental: only rows ingested
 -- since the last run are merged, so late and out-of-order events land where they belong.
 with

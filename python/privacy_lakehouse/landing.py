@@ -1,0 +1,471 @@
+"""Landing purge: delete landing files once every one of their rows is safely in bronze.
+
+Landing files are the only place plaintext identifiers exist, so the policy may purge them after
+ingestion (`landing:` in privacy_policy.yml):
+
+    landing:
+      purge_after_ingest: false   # true: purge at the end of every successful dbt build
+      keep_days: 7                # keep a file at least this long after its rows were ingested
+
+A file is purged only when its rows are all accounted for: the file's row count (read with the
+same reader options as its dbt source) equals its rows in the source's bronze table plus its
+rows in quarantine plus its rows of erased subjects (bronze and quarantine filter those out on
+purpose; counted through the erasure tombstones). Any other count is a mismatch: the file is kept
+and reported, never purged. The newest file of each source is always kept, because each dbt
+landing source reads a glob that must match at least one file, or the next build fails.
+
+`purge_landing` is the library call, `privacy-lakehouse landing purge [--dry-run]` the command,
+and the `landing_purge` after-build hook runs it when the policy enables it. Each purge writes
+evidence (file names, counts, decisions; never values) to `<lake>/_evidence/landing_purge/` and
+a `retention` entry to the audit log. Files are unlinked; storage-level remnants (snapshots,
+backups of the landing folder) are outside the lake's reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import getpass
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+from deltalake import DeltaTable
+
+from privacy_lakehouse.audit_log import AuditLog
+from privacy_lakehouse.duckdb_setup import connect
+from privacy_lakehouse.hooks import BuildContext, after_build
+from privacy_lakehouse.settings import Settings, load_settings
+
+POLICY_FILE = "privacy_policy.yml"
+POLICY_SECTION = "landing"
+EVIDENCE_FOLDER = "landing_purge"
+QUARANTINE_TABLE = "bronze/raw_quarantine__records"
+TOMBSTONE_TABLE = "control/erasure_tombstones"
+
+
+class LandingError(Exception):
+    """The purge cannot run (bad policy, lake busy); messages hold names and counts only."""
+
+
+@dataclass(frozen=True)
+class LandingPolicy:
+    purge_after_ingest: bool = False
+    keep_days: float = 7
+
+
+@dataclass(frozen=True)
+class LandingSource:
+    """One dbt landing source: its files, how dbt reads them, and where its rows land."""
+
+    name: str  # source_name in quarantine, e.g. core_banking.customers
+    folder: str  # relative to the landing folder
+    pattern: str
+    reader: str  # DuckDB table function over {path}, with the source's read options
+    bronze_table: str  # relative to the lake
+    customer_id: str  # SQL for the row's customer id, as the landing models parse it
+
+
+_CSV = "read_csv({path}, header=true, all_varchar=true)"
+_JSON_LINES = (
+    "read_csv({path}, delim='\\x01', quote='', escape='', header=false, names=['line'], "
+    "all_varchar=true)"
+)
+_ROW_CUSTOMER_ID = "nullif(trim(to_json(landing_row) ->> 'customer_id'), '')"
+_LINE_CUSTOMER_ID = (
+    "case when json_valid(line) and json_type(line) = 'OBJECT' then "
+    "nullif(trim(json_merge_patch('{}', line) ->> 'customer_id'), '') end"
+)
+
+# Mirrors models/landing/*/_*__sources.yml (external_location) and the bronze models.
+LANDING_SOURCES: tuple[LandingSource, ...] = (
+    LandingSource(
+        "core_banking.customers",
+        "core_banking/customers",
+        "*.csv",
+        _CSV,
+        "bronze/raw_core_banking__customers",
+        _ROW_CUSTOMER_ID,
+    ),
+    LandingSource(
+        "core_banking.accounts",
+        "core_banking/accounts",
+        "*.csv",
+        _CSV,
+        "bronze/raw_core_banking__accounts",
+        _ROW_CUSTOMER_ID,
+    ),
+    LandingSource(
+        "cards.transactions",
+        "cards/transactions",
+        "*.parquet",
+        "read_parquet({path})",
+        "bronze/raw_cards__transactions",
+        _ROW_CUSTOMER_ID,
+    ),
+    LandingSource(
+        "consent.events",
+        "consent/events",
+        "*.jsonl",
+        _JSON_LINES,
+        "bronze/raw_consent__events",
+        _LINE_CUSTOMER_ID,
+    ),
+    LandingSource(
+        "support.cases",
+        "support/cases",
+        "*.jsonl",
+        _JSON_LINES,
+        "bronze/raw_support__cases",
+        _LINE_CUSTOMER_ID,
+    ),
+)
+
+# Decisions. Only PURGE removes a file.
+PURGE = "purge"
+KEPT_MISMATCH = "kept_mismatch"
+KEPT_NOT_INGESTED = "kept_not_ingested"
+KEPT_RECENT = "kept_within_keep_days"
+KEPT_NEWEST = "kept_newest_of_source"
+KEPT_UNREADABLE = "kept_unreadable"
+
+
+# --------------------------------------------------------------------------------------------
+# Policy
+
+
+def parse_landing_policy(document: Any) -> LandingPolicy:
+    """The `landing:` section of a parsed policy document (defaults when absent); fail closed."""
+    if document is None:
+        return LandingPolicy()
+    if not isinstance(document, dict):
+        raise LandingError("the policy file must be a mapping")
+    section = document.get(POLICY_SECTION)
+    if section is None:
+        return LandingPolicy()
+    if not isinstance(section, dict):
+        raise LandingError("landing: must map purge_after_ingest and keep_days to values")
+    known = {field.name for field in dataclasses.fields(LandingPolicy)}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise LandingError(f"landing: unknown key(s) {unknown}; known: {sorted(known)}")
+    purge = section.get("purge_after_ingest", False)
+    if not isinstance(purge, bool):
+        raise LandingError("landing.purge_after_ingest must be true or false")
+    keep = section.get("keep_days", LandingPolicy.keep_days)
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or keep < 0:
+        raise LandingError("landing.keep_days must be a number of days, 0 or more")
+    return LandingPolicy(purge_after_ingest=purge, keep_days=keep)
+
+
+def load_landing_policy(path: str | os.PathLike | None = None) -> LandingPolicy:
+    policy_path = Path(path) if path else load_settings().root / POLICY_FILE
+    if not policy_path.is_file():
+        return LandingPolicy()
+    try:
+        document = yaml.safe_load(policy_path.read_text(encoding="utf-8"))
+    except yaml.YAMLError:
+        raise LandingError(f"{policy_path} is not valid YAML") from None
+    return parse_landing_policy(document)
+
+
+# --------------------------------------------------------------------------------------------
+# Accounting
+
+
+@dataclass
+class FileAccount:
+    path: str  # relative to the landing folder
+    source: str
+    rows: int | None = None
+    bronze_rows: int = 0
+    quarantine_rows: int = 0
+    erased_rows: int = 0
+    last_ingested_at: str | None = None
+    decision: str = ""
+
+    @property
+    def accounted(self) -> int:
+        return self.bronze_rows + self.quarantine_rows + self.erased_rows
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _counts_by_file(conn, table: Path, source_name: str | None) -> dict[str, tuple[int, Any]]:
+    if not DeltaTable.is_deltatable(str(table)):
+        return {}
+    where = f"where source_name = {_sql_string(source_name)}" if source_name else ""
+    rows = conn.execute(
+        f"select source_file, count(*), max(ingested_at) from delta_scan({_sql_string(str(table))})"
+        f" {where} group by source_file"
+    ).fetchall()
+    return {name: (count, latest) for name, count, latest in rows}
+
+
+def _has_tombstones(lake_dir: Path) -> bool:
+    table = lake_dir / TOMBSTONE_TABLE
+    if not DeltaTable.is_deltatable(str(table)):
+        return False
+    return DeltaTable(str(table)).count() > 0
+
+
+def account_landing_files(
+    settings: Settings,
+    policy: LandingPolicy,
+    *,
+    keep_days: float | None = None,
+    now: datetime | None = None,
+) -> list[FileAccount]:
+    """Every landing file of every source, with its counts and what the purge would decide."""
+    keep = timedelta(days=policy.keep_days if keep_days is None else keep_days)
+    moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    # bronze.ingested_at is a local wall-clock timestamp (cast(now() as timestamp) in DuckDB).
+    cutoff = (moment - keep).astimezone().replace(tzinfo=None)
+    lake = settings.lake_dir
+    conn = connect(extension_dir=lake / "_duckdb_extensions")
+    tombstones = _has_tombstones(lake)
+    if tombstones:
+        from privacy_lakehouse import duckdb_functions
+        from privacy_lakehouse.keyring import Keyring
+
+        keyring = Keyring.open(settings)
+        duckdb_functions.register(conn, keyring)
+    accounts: list[FileAccount] = []
+    try:
+        quarantine = lake / QUARANTINE_TABLE
+        for source in LANDING_SOURCES:
+            files = sorted((settings.landing_dir / source.folder).glob(source.pattern))
+            files = [f for f in files if f.is_file()]
+            in_bronze = _counts_by_file(conn, lake / source.bronze_table, None)
+            in_quarantine = _counts_by_file(conn, quarantine, source.name)
+            for index, path in enumerate(files):
+                account = FileAccount(
+                    path=path.relative_to(settings.landing_dir).as_posix(), source=source.name
+                )
+                accounts.append(account)
+                bronze_rows, bronze_latest = in_bronze.get(path.name, (0, None))
+                quarantine_rows, quarantine_latest = in_quarantine.get(path.name, (0, None))
+                account.bronze_rows, account.quarantine_rows = bronze_rows, quarantine_rows
+                latest = max((t for t in (bronze_latest, quarantine_latest) if t), default=None)
+                account.last_ingested_at = latest.isoformat(sep=" ") if latest else None
+                reader = source.reader.format(path=_sql_string(str(path)))
+                try:
+                    account.rows = conn.execute(f"select count(*) from {reader}").fetchone()[0]
+                    if tombstones:
+                        account.erased_rows = _erased_rows(conn, reader, source, lake)
+                except Exception:  # noqa: BLE001 - any read failure keeps the file
+                    account.decision = KEPT_UNREADABLE
+                    continue
+                if account.accounted == 0:
+                    account.decision = KEPT_NOT_INGESTED
+                elif account.rows != account.accounted:
+                    account.decision = KEPT_MISMATCH
+                elif index == len(files) - 1:
+                    account.decision = KEPT_NEWEST
+                elif latest is None or latest > cutoff:
+                    account.decision = KEPT_RECENT
+                else:
+                    account.decision = PURGE
+    finally:
+        conn.close()
+        if tombstones:
+            keyring.close()
+    return accounts
+
+
+def _erased_rows(conn, reader: str, source: LandingSource, lake: Path) -> int:
+    """Rows of erased subjects, which bronze and quarantine leave out on purpose."""
+    tombstones = _sql_string(str(lake / TOMBSTONE_TABLE))
+    return conn.execute(
+        f"select count(*) from (select {source.customer_id} as customer_id "
+        f"from {reader} as landing_row) where customer_id is not null and "
+        "pl_token(customer_id, 'tombstone') in "
+        f"(select tombstone_token from delta_scan({tombstones}))"
+    ).fetchone()[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Purge
+
+
+@contextlib.contextmanager
+def _build_lock(lake_dir: Path) -> Iterator[None]:
+    from dbt_common.exceptions import DbtRuntimeError
+
+    from privacy_lakehouse.delta_writer import _BuildLock  # imports dbt: only when needed
+
+    try:
+        _BuildLock.acquire(lake_dir)
+    except DbtRuntimeError as busy:
+        raise LandingError(str(busy)) from None
+    try:
+        yield
+    finally:
+        _BuildLock.release(lake_dir)
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def purge_landing(
+    *,
+    settings: Settings | None = None,
+    policy: LandingPolicy | None = None,
+    dry_run: bool = False,
+    keep_days: float | None = None,
+    now: datetime | None = None,
+    actor: str | None = None,
+    lock: bool = True,
+) -> dict[str, Any]:
+    """Purge every accounted-for landing file (see the module docstring); return the summary.
+
+    With `dry_run` nothing is deleted or recorded. `lock=False` is for callers that already
+    hold the lake's build lock (the after-build hook runs inside the build).
+    """
+    settings = settings or load_settings()
+    policy = policy or load_landing_policy(settings.root / POLICY_FILE)
+    started, clock = datetime.now(timezone.utc), time.monotonic()
+    guard = _build_lock(settings.lake_dir) if lock and not dry_run else contextlib.nullcontext()
+    with guard:
+        accounts = account_landing_files(settings, policy, keep_days=keep_days, now=now)
+        purged = []
+        for account in accounts:
+            if account.decision != PURGE:
+                continue
+            if dry_run:
+                purged.append(account)
+                continue
+            try:
+                (settings.landing_dir / account.path).unlink()
+            except OSError:
+                account.decision = KEPT_UNREADABLE
+                continue
+            purged.append(account)
+    decisions: dict[str, int] = {}
+    for account in accounts:
+        decisions[account.decision] = decisions.get(account.decision, 0) + 1
+    summary: dict[str, Any] = {
+        "event": "landing_purge_planned" if dry_run else "landing_purged",
+        "at": started.isoformat(timespec="seconds"),
+        "dry_run": dry_run,
+        "policy": {
+            "purge_after_ingest": policy.purge_after_ingest,
+            "keep_days": policy.keep_days if keep_days is None else keep_days,
+        },
+        "files_seen": len(accounts),
+        "files_purged": 0 if dry_run else len(purged),
+        "files_to_purge": len(purged) if dry_run else 0,
+        "rows_in_purged_files": sum(a.rows or 0 for a in purged),
+        "decisions": decisions,
+        "mismatches": [dataclasses.asdict(a) for a in accounts if a.decision == KEPT_MISMATCH],
+        "files": [dataclasses.asdict(a) for a in accounts],
+        "seconds": round(time.monotonic() - clock, 3),
+    }
+    if not dry_run:
+        summary["evidence_file"] = str(_record(settings, summary, actor))
+    return summary
+
+
+def _record(settings: Settings, summary: dict[str, Any], actor: str | None) -> Path:
+    folder = settings.evidence_dir / EVIDENCE_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%S%fZ')}.json"
+    staged = path.with_name(f".{path.name}.tmp")
+    staged.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(staged, path)
+    AuditLog(settings.lake_dir / "_audit" / "audit.jsonl").append(
+        actor=actor or _operator(),
+        action="retention",
+        object=["landing"],
+        details={
+            "operation": "landing_purge",
+            "files_seen": summary["files_seen"],
+            "files_purged": summary["files_purged"],
+            "rows_in_purged_files": summary["rows_in_purged_files"],
+            "files_kept_mismatch": summary["decisions"].get(KEPT_MISMATCH, 0),
+            "keep_days": summary["policy"]["keep_days"],
+            "evidence_file": path.name,
+        },
+    )
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# After-build hook
+
+
+@after_build("landing_purge")
+def purge_after_build(context: BuildContext) -> dict[str, Any]:
+    settings = dataclasses.replace(load_settings(), lake_dir=context.lake_dir)
+    policy = load_landing_policy(settings.root / POLICY_FILE)
+    if not policy.purge_after_ingest:
+        return {"enabled": False}
+    if not context.succeeded:
+        return {"enabled": True, "skipped": "the build had errors or failures; nothing purged"}
+    summary = purge_landing(
+        settings=settings,
+        policy=policy,
+        actor=f"dbt:{context.invocation_id or 'build'}",
+        lock=False,  # the build holds the lock until its last on-run-end hook
+    )
+    return {
+        "enabled": True,
+        "files_purged": summary["files_purged"],
+        "files_kept_mismatch": summary["decisions"].get(KEPT_MISMATCH, 0),
+        "evidence_file": summary["evidence_file"],
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# CLI: `privacy-lakehouse landing ...`
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Landing files after ingestion. `purge` deletes each file whose rows are all in bronze, "
+        "quarantine or erased, keeps (and reports) any file with a count mismatch, and keeps the "
+        "newest file of each source. Output is evidence as JSON (file names, counts), no values."
+    )
+    commands = parser.add_subparsers(dest="landing_command", metavar="SUBCOMMAND")
+    commands.required = True
+    text = "Purge landing files whose rows are all accounted for in bronze or quarantine."
+    purge = commands.add_parser("purge", help=text, description=text)
+    purge.add_argument(
+        "--dry-run", action="store_true", help="show what would be purged; delete nothing"
+    )
+    purge.add_argument(
+        "--keep-days",
+        type=float,
+        default=None,
+        help="override the policy's landing.keep_days for this run",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        summary = purge_landing(dry_run=args.dry_run, keep_days=args.keep_days)
+    except LandingError as error:
+        print(f"privacy-lakehouse landing: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    if summary["mismatches"]:
+        print(
+            f"privacy-lakehouse landing: {len(summary['mismatches'])} file(s) kept because their "
+            "row count differs from bronze + quarantine + erased rows; see 'mismatches'",
+            file=sys.stderr,
+        )
+    return 0
