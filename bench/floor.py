@@ -37,8 +37,7 @@ def scan(landing: Path, pattern: str, kind: str) -> str:
     files = str(landing / pattern).replace("'", "''")
     if kind == "csv":
         return (
-            f"read_csv('{files}', header=true, all_varchar=true, union_by_name=true, "
-            "filename=true)"
+            f"read_csv('{files}', header=true, all_varchar=true, union_by_name=true, filename=true)"
         )
     if kind == "parquet":
         return f"read_parquet('{files}', union_by_name=true, filename=true)"

@@ -59,7 +59,9 @@ def make_keyring(subjects: int) -> dict[str, Any]:
     with Keyring.open() as keyring:
         before = keyring.status()["data_keys"]["subject_tokens"]
         for first in range(before, subjects, CHUNK):
-            ids = pa.array([f"bench-subject-{n:08d}" for n in range(first, min(subjects, first + CHUNK))])
+            ids = pa.array(
+                [f"bench-subject-{n:08d}" for n in range(first, min(subjects, first + CHUNK))]
+            )
             tokens = keyring.tokens(ids, "subject")
             # encrypt_many creates each subject's data key on first use.
             keyring.encrypt_many(tokens, ids)

@@ -57,7 +57,7 @@ from deltalake import DeltaTable, write_deltalake
 from privacy_lakehouse import duckdb_functions
 from privacy_lakehouse.audit_log import AuditLog
 from privacy_lakehouse.build_evidence import decrypt_recorder, policy_version
-from privacy_lakehouse.duckdb_setup import connect
+from privacy_lakehouse.duckdb_setup import connect, connection_config
 from privacy_lakehouse.keyring import (
     DEFAULT_DECRYPT_PURPOSES,
     DEFAULT_SALT_GRACE,
@@ -428,12 +428,30 @@ def _unmappable(conn, tables: list[LakeTable], column: str) -> dict[str, int]:
     return missing
 
 
-def _warehouse_tables(conn, column: str) -> list[tuple[str, str, list[str]]]:
-    rows = conn.execute(
-        "select schema_name, table_name, list(column_name order by column_index) "
-        "from duckdb_columns() where database_name = 'warehouse' "
-        "and table_name in (select table_name from duckdb_tables() "
-        "where database_name = 'warehouse') group by all order by all"
+def _open_warehouse(settings: Settings) -> duckdb.DuckDBPyConnection | None:
+    """The warehouse file, opened as dbt opens it (DuckDB shares one instance per file and
+    configuration, so this also works while dbt has it open in this process)."""
+    if not settings.warehouse_path.exists():
+        return None
+    try:
+        return duckdb.connect(
+            str(settings.warehouse_path),
+            config=connection_config(settings.lake_dir / "_duckdb_extensions"),
+        )
+    except (duckdb.IOException, duckdb.ConnectionException) as busy:
+        raise RotationError(
+            f"the warehouse {settings.warehouse_path} cannot be opened for writing "
+            f"({type(busy).__name__}); close any program holding it and run again. "
+            "Nothing was changed."
+        ) from None
+
+
+def _warehouse_tables(warehouse, column: str) -> list[tuple[str, str, list[str]]]:
+    rows = warehouse.execute(
+        "select c.schema_name, c.table_name, list(c.column_name order by c.column_index) "
+        "from duckdb_columns() as c join duckdb_tables() as t using "
+        "(database_name, schema_name, table_name) "
+        "where c.database_name = current_database() group by all order by all"
     ).fetchall()
     return [(schema, table, cols) for schema, table, cols in rows if column in cols]
 
@@ -500,44 +518,62 @@ def _rewrite_delta_table(
     }
 
 
-def _rewrite_warehouse(
-    conn, settings: Settings, column: str, subject: bool
-) -> list[dict[str, Any]]:
-    warehouse = settings.warehouse_path
-    if not warehouse.exists():
-        return []
-    conn.execute(f"attach {_sql_string(str(warehouse))} as warehouse")
-    try:
-        rewritten = []
-        for schema, table, columns in _warehouse_tables(conn, column):
-            target = f"warehouse.{_ident(schema)}.{_ident(table)}"
-            quoted = _ident(column)
-            sets = [f"{quoted} = rotation_map.new_token"]
-            reencrypt = _ciphertext_columns(tuple(columns)) if subject else []
+def _rewrite_warehouse(conn, warehouse, column: str, subject: bool) -> list[dict[str, Any]]:
+    """Re-tokenize DuckDB tables of the warehouse (the SCD2 snapshot) in place, one UPDATE each.
+
+    Only tokens and ciphertext cross into the warehouse connection: new values are computed in
+    the rotation's own connection, per distinct (token, ciphertexts) combination.
+    """
+    rewritten = []
+    for schema, table, columns in _warehouse_tables(warehouse, column):
+        target = f"{_ident(schema)}.{_ident(table)}"
+        quoted = _ident(column)
+        reencrypt = _ciphertext_columns(tuple(columns)) if subject else []
+        keys = [quoted, *(_ident(name) for name in reencrypt)]
+        rows = warehouse.execute(f"select count(*) from {target}").fetchone()[0]
+        current = warehouse.execute(
+            f"select distinct {', '.join(keys)} from {target} where {quoted} is not null"
+        ).arrow()
+        conn.register("rotation_current", current)
+        try:
+            new_values = [f"rotation_map.new_token as {_ident('new:' + column)}"]
             for name in reencrypt:
-                sets.append(
-                    f"{_ident(name)} = case when t.{_ident(name)} is null then null else "
-                    f"pl_rotation_reencrypt(t.{quoted}, rotation_map.new_token, "
-                    f"t.{_ident(name)}) end"
+                new_values.append(
+                    f"case when c.{_ident(name)} is null then null else pl_rotation_reencrypt("
+                    f"c.{quoted}, rotation_map.new_token, c.{_ident(name)}) end "
+                    f"as {_ident('new:' + name)}"
                 )
-            rows = conn.execute(f"select count(*) from {target}").fetchone()[0]
-            changed = conn.execute(
-                f"update {target} as t set {', '.join(sets)} from rotation_map "
-                f"where t.{quoted} = rotation_map.old_token"
+            updates = conn.execute(
+                f"select c.*, {', '.join(new_values)} from rotation_current as c "
+                f"join rotation_map on c.{quoted} = rotation_map.old_token"
+            ).arrow()
+        finally:
+            conn.unregister("rotation_current")
+        if updates.num_rows == 0:
+            continue
+        warehouse.register("rotation_updates", updates)
+        try:
+            sets = [f"{_ident(name)} = u.{_ident('new:' + name)}" for name in (column, *reencrypt)]
+            matches = [
+                f"t.{_ident(name)} is not distinct from u.{_ident(name)}"
+                for name in (column, *reencrypt)
+            ]
+            changed = warehouse.execute(
+                f"update {target} as t set {', '.join(sets)} from rotation_updates as u "
+                f"where {' and '.join(matches)}"
             ).fetchone()[0]
-            if changed:
-                rewritten.append(
-                    {
-                        "table": f"warehouse:{schema}.{table}",
-                        "column": column,
-                        "rows": rows,
-                        "rows_retokenized": changed,
-                        "ciphertext_columns_reencrypted": reencrypt,
-                    }
-                )
-        return rewritten
-    finally:
-        conn.execute("detach warehouse")
+        finally:
+            warehouse.unregister("rotation_updates")
+        rewritten.append(
+            {
+                "table": f"warehouse:{schema}.{table}",
+                "column": column,
+                "rows": rows,
+                "rows_retokenized": changed,
+                "ciphertext_columns_reencrypted": reencrypt,
+            }
+        )
+    return rewritten
 
 
 def _link_subjects(keyring: Keyring, conn) -> dict[str, Any]:
@@ -604,7 +640,10 @@ def rotate_salt_in_lake(
         tables = _lake_tables(settings.lake_dir)
         using = [t for t in tables.values() if use.token_column in t.columns]
         conn = _connect(settings, keyring, actor) if tables else None
+        warehouse = None
         try:
+            # Opened before anything changes: a warehouse held by another program stops the run.
+            warehouse = _open_warehouse(settings) if conn is not None else None
             versions_before, plaintext_rows = {}, {}
             if conn is not None:
                 versions_before = {
@@ -657,10 +696,13 @@ def rotate_salt_in_lake(
                     if entry is not None:
                         entry["token_versions_before"] = versions_before[table.relative]
                         rewritten.append(entry)
-                rewritten += _rewrite_warehouse(conn, settings, use.token_column, subject)
+                if warehouse is not None:
+                    rewritten += _rewrite_warehouse(conn, warehouse, use.token_column, subject)
                 conn.execute("drop table rotation_plain")
                 conn.execute("drop table rotation_old")
         finally:
+            if warehouse is not None:
+                warehouse.close()
             if conn is not None:
                 conn.close()
     evidence: dict[str, Any] = {

@@ -263,3 +263,41 @@ def test_gold_releases_meet_their_k(demo):
         f"delta_scan('{gold}/dim_marketing_audience') group by country, age_band, postcode_area)"
     ).fetchone()[0]
     assert smallest_group >= 5
+
+
+def test_stored_test_failures_hold_no_row_values(demo_copy):
+    """Built-in tests are overridden: with --store-failures a failing not_null, unique or
+    accepted_values test stores counts or markers, never rows or values."""
+    import yaml
+
+    own = demo_copy.root / "models/gold/marketing/dim_marketing_audience.yml"
+    doc = yaml.safe_load(own.read_text())
+    failing = {
+        "preferred_language": ["not_null"],
+        "country": ["unique", {"accepted_values": {"arguments": {"values": ["XX"]}}}],
+    }
+    for column in doc["models"][0]["columns"]:
+        column["data_tests"] = failing.get(column["name"], [])
+    own.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = run_dbt(
+        demo_copy.root,
+        "test",
+        "--store-failures",
+        "--select",
+        "dim_marketing_audience",
+        expect_ok=False,
+    )
+    failed = {r.node.name for r in result.result.results if str(r.status) == "fail"}
+    assert len(failed) == 3, failed
+    con = demo_copy.warehouse()
+    try:
+        columns = {}
+        for name in failed:
+            schema = con.execute(
+                "select schema_name from duckdb_tables() where table_name = ?", [name]
+            ).fetchone()[0]
+            described = con.execute(f'describe "{schema}"."{name}"').fetchall()
+            columns[name] = {column for column, *_ in described}
+    finally:
+        con.close()
+    assert all(found <= {"failing_row", "n_records"} for found in columns.values()), columns

@@ -221,9 +221,9 @@ def test_joins_hold_after_a_new_batch_is_ingested_with_the_new_version(rotated):
         == rotated.counts_before["silver/stg_core_banking__customers"]
     )
     total, joined = con.execute(
-        f"select count(*), count(c.subject_token) from delta_scan('{silver}/stg_cards__transactions')"
-        f" as t left join delta_scan('{silver}/stg_core_banking__customers') as c using "
-        "(subject_token)"
+        "select count(*), count(c.subject_token) "
+        f"from delta_scan('{silver}/stg_cards__transactions') as t "
+        f"left join delta_scan('{silver}/stg_core_banking__customers') as c using (subject_token)"
     ).fetchone()
     assert total > rotated.counts_before["silver/stg_cards__transactions"] and joined == total
     rows, subjects, prefixes = snapshot_stats(lake)
