@@ -6,16 +6,26 @@ the child or by any of its descendants that it waited for (the kernel folds each
 grandchild's peak into its parent's). That is the peak of the biggest single process in the
 step's tree, which for dbt (one process, many threads) and for our Python steps is the step's
 peak. Sampling /proc would miss short spikes between samples; this cannot.
-`resource.getrusage(RUSAGE_CHILDREN)` gives the same figure, but as a running maximum over
-every child so far, so a small step after a big one would inherit the big one's peak.
+`resource.getrusage(RUSAGE_CHILDREN)` gives the same figure as a running maximum over every
+child so far, so a small step after a big one would inherit the big one's peak.
+
+One trap: a child inherits its parent's high-water mark through fork and exec (Linux carries
+the old address space's peak into the new program's `maxrss`), so a step started straight
+from the benchmark process would report at least the benchmark's own size. Each step is
+therefore started by a small launcher (this file run with `python -S`, about 15 MB: the floor
+of every figure), which forks the step and reports the step's `wait4` figures and wall time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import statistics
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +35,10 @@ from typing import Any
 
 class StepFailed(RuntimeError):
     """A measured step exited non-zero; the message holds the tail of its output."""
+
+
+class StepTimedOut(StepFailed):
+    """A measured step ran longer than its time limit and was stopped."""
 
 
 @dataclass
@@ -44,35 +58,80 @@ def run_measured(
     cwd: str | os.PathLike | None = None,
     log_path: Path | None = None,
     check: bool = True,
+    timeout: float | None = None,
 ) -> Sample:
     """Run argv to completion; return its wall time and its process tree's peak RSS.
 
     Output goes to `log_path` (or is discarded), so a chatty step costs no pipe handling here.
     A JSON object on the last line of the output is returned as the sample's details: the
-    Python steps report their own inner timings and evidence this way.
+    Python steps report their own inner timings and evidence this way. After `timeout`
+    seconds the step's whole process group is stopped and StepTimedOut raised.
     """
     log_path = Path(log_path) if log_path else None
     if log_path:
         log_path.parent.mkdir(parents=True, exist_ok=True)
+    read_end, write_end = os.pipe()
+    launcher = [sys.executable, "-S", str(Path(__file__).resolve()), str(write_end), *argv]
     with open(log_path or os.devnull, "wb") as out:
         started = time.perf_counter()
+        # A session of its own, so a time-out stops the launcher and the step together.
         process = subprocess.Popen(
-            list(argv), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT
+            launcher,
+            env=env,
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=(write_end,),
         )
-        _, status, usage = os.wait4(process.pid, 0)
+        os.close(write_end)
+        timer = threading.Timer(timeout, _stop, (process.pid,)) if timeout else None
+        if timer:
+            timer.start()
+        try:
+            with os.fdopen(read_end, "rb") as report:
+                reported = report.read()
+            process.wait()
+        finally:
+            if timer:
+                timer.cancel()
         seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
-    # ru_maxrss is in kilobytes on Linux.
-    sample = Sample(seconds, int(usage.ru_maxrss) * 1024, process.returncode)
+    figures = json.loads(reported) if reported else {}
+    returncode = figures.get("returncode", process.returncode or -1)
+    sample = Sample(
+        figures.get("seconds", seconds), int(figures.get("maxrss_kb", 0)) * 1024, returncode
+    )
     text = log_path.read_text(errors="replace") if log_path else ""
     sample.details = _last_json_line(text)
-    if check and process.returncode != 0:
+    if timeout and seconds >= timeout and not figures:
+        raise StepTimedOut(f"{Path(argv[0]).name} stopped after {timeout:.0f} s (time limit)")
+    if check and returncode != 0:
         tail = "\n".join(text.strip().splitlines()[-25:])
         raise StepFailed(
-            f"{Path(argv[0]).name} exited with {process.returncode}"
+            f"{Path(argv[0]).name} exited with {returncode}"
             + (f" (log: {log_path})\n{tail}" if log_path else "")
         )
     return sample
+
+
+def _launch(report_fd: int, argv: list[str]) -> int:
+    """The launcher: run argv, then write its exit code, wall time and peak RSS to report_fd."""
+    started = time.perf_counter()
+    child = subprocess.Popen(argv)
+    _, status, usage = os.wait4(child.pid, 0)
+    figures = {
+        "returncode": os.waitstatus_to_exitcode(status),
+        "seconds": time.perf_counter() - started,
+        "maxrss_kb": usage.ru_maxrss,  # kilobytes on Linux
+    }
+    with os.fdopen(report_fd, "w") as report:
+        report.write(json.dumps(figures))
+    return 0
+
+
+def _stop(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _last_json_line(text: str) -> dict[str, Any]:
@@ -115,3 +174,7 @@ def summarize(samples: Sequence[Sample], seconds_key: str | None = None) -> dict
                 "max": max(inner),
             }
     return summary
+
+
+if __name__ == "__main__":
+    sys.exit(_launch(int(sys.argv[1]), sys.argv[2:]))

@@ -66,12 +66,28 @@ STEPS = [
     "incremental",
     "erasure_1",
     "erasure_100",
+    "erasure_1_delete",
+    "erasure_100_delete",
     "salt_rotation",
     "master_key_rotation",
     "retention",
     "keyring_rotation",
     "profile",
 ]
+# Steps measured per scale (the others run once: key stores without data, the UDF profile).
+PER_SCALE_STEPS = set(STEPS) - {"keyring_rotation", "profile"}
+# Steps that need the lake of a privacy-on full build.
+NEEDS_PRIVACY_ON_LAKE = {
+    "full_build",
+    "incremental",
+    "erasure_1",
+    "erasure_100",
+    "erasure_1_delete",
+    "erasure_100_delete",
+    "salt_rotation",
+    "master_key_rotation",
+    "retention",
+}
 # Environment that would point the bench at someone's real keys or lake: never inherited.
 _SCRUBBED_ENV = (
     "PRIVACY_LAKEHOUSE_MASTER_KEY",
@@ -219,6 +235,7 @@ class Bench:
             env=self.env(scale, landing, **extra),
             cwd=self.project,
             log_path=scale.logs / f"{label}.log",
+            timeout=self.args.step_timeout,
         )
         sample.details = node_timings(scale.target / "run_results.json")
         return sample
@@ -229,6 +246,7 @@ class Bench:
             env=self.env(scale),
             cwd=self.project,
             log_path=scale.logs / f"{label}.log",
+            timeout=self.args.python_step_timeout,
         )
 
     def floor(self, scale: Scale) -> Sample:
@@ -242,6 +260,7 @@ class Bench:
                 str(scale.root / "floor"),
             ],  # fmt: skip
             log_path=scale.logs / "floor.log",
+            timeout=self.args.step_timeout,
         )
 
     def save_pristine(self, scale: Scale) -> None:
@@ -249,6 +268,15 @@ class Bench:
         scale.pristine.mkdir(parents=True)
         for folder in (scale.lake, scale.keys, scale.target):
             shutil.copytree(folder, scale.pristine / folder.name, symlinks=True)
+        (scale.pristine / "scale.json").write_text(json.dumps(self._lake_identity(scale)))
+
+    def _lake_identity(self, scale: Scale) -> dict[str, Any]:
+        return {"customers": scale.customers, "transactions": scale.transactions,
+                "lake": str(scale.lake)}  # fmt: skip
+
+    def pristine_matches(self, scale: Scale) -> bool:
+        marker = scale.pristine / "scale.json"
+        return marker.is_file() and json.loads(marker.read_text()) == self._lake_identity(scale)
 
     def restore_pristine(self, scale: Scale) -> None:
         """Back to the lake of the last privacy-on full build, at the same absolute paths (the
@@ -270,36 +298,64 @@ class Bench:
             "not_measured": {},
         }
         scale.root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(scale.logs, ignore_errors=True)
         result["landing"] = self.ensure_landing(scale)
         steps = result["steps"]
         samples: dict[str, list[Sample]] = {"floor": [], "full_build": [], "privacy_off": []}
-        builds_wanted = {"full_build", "incremental", "erasure_1", "erasure_100",
-                         "salt_rotation", "master_key_rotation", "retention"} & self.only  # fmt: skip
+        builds_wanted = self.only & NEEDS_PRIVACY_ON_LAKE
+        # Steps on the built lake alone (no full_build asked): reuse the lake of an earlier run
+        # at this scale when there is one; else build it once.
+        reuse = "full_build" not in self.only and self.pristine_matches(scale)
+        build_runs = 0 if reuse or not builds_wanted else scale.repeat
+        if builds_wanted and "full_build" not in self.only and not reuse:
+            build_runs = 1
+        failed = result["not_measured"]
+
+        def attempt(name: str, measure: Callable[[], Sample]) -> None:
+            if name in failed:
+                return
+            try:
+                samples[name].append(measure())
+            except StepFailed as failure:
+                failed[name] = str(failure).splitlines()[0]
+                log(f"{scale.name}: {name}: {failed[name]}")
+                samples[name].clear()
+
         for run in range(scale.repeat):
             # Interleaved, so a slow spell of the machine hits every variant alike.
             if "floor" in self.only:
                 log(f"{scale.name}: floor, run {run + 1}/{scale.repeat}")
-                samples["floor"].append(self.floor(scale))
+                attempt("floor", lambda: self.floor(scale))
             if "privacy_off" in self.only:
                 log(f"{scale.name}: dbt build, privacy off, run {run + 1}/{scale.repeat}")
                 self.fresh_lake(scale)
-                samples["privacy_off"].append(
-                    self.dbt_build(scale, f"privacy_off_{run + 1}", privacy=False)
+                attempt(
+                    "privacy_off",
+                    lambda r=run: self.dbt_build(scale, f"privacy_off_{r + 1}", privacy=False),
                 )
-            if builds_wanted:
-                log(f"{scale.name}: dbt build, run {run + 1}/{scale.repeat}")
+            if run < build_runs:
+                log(f"{scale.name}: dbt build, run {run + 1}/{build_runs}")
                 self.fresh_lake(scale)
-                samples["full_build"].append(self.dbt_build(scale, f"full_build_{run + 1}"))
+                attempt("full_build", lambda r=run: self.dbt_build(scale, f"full_build_{r + 1}"))
         for name, runs in samples.items():
             if runs:
                 steps[name] = summarize(runs, "seconds" if name == "floor" else None)
         for name in ("full_build", "privacy_off"):
             if samples[name]:
                 steps[name]["slowest_nodes"] = samples[name][-1].details.get("slowest", [])
+        sizes = {"landing": scale.landing, "floor": scale.root / "floor"}
+        if samples["full_build"]:
+            sizes["lake"] = scale.lake
+        result["bytes_on_disk"] = {k: folder_bytes(v) for k, v in sizes.items() if v.exists()}
         if not builds_wanted:
             return result
-        self.save_pristine(scale)
+        if "full_build" in failed:
+            for name in builds_wanted - {"full_build"}:
+                failed[name] = "the full build failed"
+            return result
+        if reuse:
+            log(f"{scale.name}: reusing the lake of the last full build in {scale.pristine}")
+        else:
+            self.save_pristine(scale)
 
         def repeated(name: str, prepare: Callable[[], None] | None,
                      measure: Callable[[], Sample], inner: str | None = None) -> None:  # fmt: skip
@@ -310,7 +366,13 @@ class Bench:
                 log(f"{scale.name}: {name}, run {run + 1}/{scale.repeat}")
                 if prepare:
                     prepare()
-                sample = measure()
+                try:
+                    sample = measure()
+                except StepFailed as failure:
+                    # One failing measurement must not cost the others; the report says why.
+                    result["not_measured"][name] = str(failure).splitlines()[0]
+                    log(f"{scale.name}: {name}: {result['not_measured'][name]}")
+                    return
                 if "skipped" in sample.details:
                     result["not_measured"][name] = sample.details["skipped"]
                     return
@@ -326,16 +388,18 @@ class Bench:
                 lambda: self.restore_pristine(scale),
                 lambda: self.dbt_build(scale, "incremental", landing=scale.landing_incremental),
             )
-        for count in (1, 100):
+        # The erase command as an operator runs it (with the verifier's scan of every file),
+        # and its delete path alone (--no-verify), to tell where the time goes.
+        for count, verify in ((1, True), (1, False), (100, True), (100, False)):
+            name = f"erasure_{count}" + ("" if verify else "_delete")
             if count > scale.customers:
-                result["not_measured"][f"erasure_{count}"] = f"only {scale.customers} customers"
+                result["not_measured"][name] = f"only {scale.customers} customers"
                 continue
+            flags = ["--subjects", str(count)] + ([] if verify else ["--no-verify"])
             repeated(
-                f"erasure_{count}",
+                name,
                 lambda: self.restore_pristine(scale),
-                lambda c=count: self.python_step(
-                    scale, f"erasure_{c}", "erase", "--subjects", str(c)
-                ),  # fmt: skip
+                lambda n=name, f=flags: self.python_step(scale, n, "erase", *f),
                 "seconds",
             )
         repeated(
@@ -388,6 +452,36 @@ class Bench:
             "--out", str(self.results_dir / "udf_profile.txt"),
         )  # fmt: skip
         return {**sample.details, "peak_rss_bytes": sample.peak_rss_bytes}
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def merged(path: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """This run's steps over those of an earlier run of the same scale and parameters, so a
+    scale can be measured in parts (`--only`); each step keeps its own run count and date."""
+    if not path.is_file():
+        return result
+    earlier = json.loads(path.read_text())
+    if (earlier.get("customers"), earlier.get("transactions")) != (
+        result["customers"],
+        result["transactions"],
+    ):
+        return result
+    for step in result["steps"].values():
+        step["date"] = result["date"]
+    steps = {**earlier.get("steps", {}), **result["steps"]}
+    not_measured = {
+        k: v for k, v in earlier.get("not_measured", {}).items() if k not in result["steps"]
+    }
+    not_measured.update(result["not_measured"])
+    for name in not_measured:
+        steps.pop(name, None)
+    repeat = max((s.get("runs", 1) for s in steps.values()), default=result["repeat"])
+    sizes = {**earlier.get("bytes_on_disk", {}), **result.get("bytes_on_disk", {})}
+    return {**earlier, **result, "steps": steps, "not_measured": not_measured, "repeat": repeat,
+            "bytes_on_disk": sizes}  # fmt: skip
 
 
 def node_timings(path: Path, top: int = 8) -> dict[str, Any]:
@@ -471,6 +565,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rotation-subjects", type=int, nargs="+", default=None,
                         help="key store sizes for master-key rotation without data "
                         "(default 100000 1000000; 1000 10000 with --small)")  # fmt: skip
+    parser.add_argument("--step-timeout", type=float, default=1800,
+                        help="stop a dbt or floor step after this many seconds and report it "
+                        "as not measured (default 1800)")  # fmt: skip
+    parser.add_argument("--python-step-timeout", type=float, default=900,
+                        help="the same for erasure, rotation and retention steps "
+                        "(default 900)")  # fmt: skip
     parser.add_argument("--work-dir", default=str(BENCH_DIR / "work"))
     parser.add_argument("--results-dir", default=str(BENCH_DIR / "results"))
     args = parser.parse_args(argv)
@@ -505,6 +605,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         repeat = args.repeat or DEFAULT_REPEAT[name]
         scale = Scale(name, customers, transactions, repeat, bench.work / name)
+        if not bench.only & PER_SCALE_STEPS:
+            continue
         try:
             result = bench.run_scale(scale)
         except StepFailed as failure:
@@ -513,16 +615,23 @@ def main(argv: list[str] | None = None) -> int:
             continue
         result["machine"] = host
         path = bench.results_dir / "runs" / f"{name}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
+        path.write_text(json.dumps(merged(path, result), indent=2) + "\n")
         log(f"{name}: results -> {path}")
     extras: dict[str, Any] = {"date": _now(), "machine": host}
-    if "keyring_rotation" in bench.only:
-        repeat = args.repeat or 3
-        extras["keyring_rotation"] = bench.keyring_rotation(args.rotation_subjects, repeat)
-    if "profile" in bench.only:
-        largest = max(SCALES.get(n, (args.customers or 0, 0))[0] for n in args.scale)
-        extras["profile"] = bench.profile(min(max(largest, 1_000), 200_000))
-    if len(extras) > 2:
+    extras["not_measured"] = {}
+    try:
+        if "keyring_rotation" in bench.only:
+            repeat = args.repeat or 3
+            extras["keyring_rotation"] = bench.keyring_rotation(args.rotation_subjects, repeat)
+    except StepFailed as failure:
+        extras["not_measured"]["keyring_rotation"] = str(failure).splitlines()[0]
+    try:
+        if "profile" in bench.only:
+            largest = max(SCALES.get(n, (args.customers or 0, 0))[0] for n in args.scale)
+            extras["profile"] = bench.profile(min(max(largest, 1_000), 200_000))
+    except StepFailed as failure:
+        extras["not_measured"]["profile"] = str(failure).splitlines()[0]
+    if len(extras) > 3 or extras["not_measured"]:
         (bench.results_dir / "runs" / "extras.json").write_text(json.dumps(extras, indent=2))
     paths = write_reports(bench.results_dir)
     log(f"done in {time.perf_counter() - started:.0f}s: " + ", ".join(str(p) for p in paths))

@@ -8,7 +8,7 @@ as for every command of the project.
     python bench/steps.py make-keyring --subjects N
     python bench/steps.py rotate-master-key
     python bench/steps.py rotate-salt [--salt subject]
-    python bench/steps.py erase --subjects N
+    python bench/steps.py erase --subjects N [--no-verify]
     python bench/steps.py retention --manifest FILE
     python bench/steps.py profile-udfs --values N --out FILE
 """
@@ -120,7 +120,7 @@ def pick_customers(count: int) -> list[str]:
     return [f"C{n * step + 1:07d}" for n in range(count)]
 
 
-def erase(subjects: int) -> dict[str, Any]:
+def erase(subjects: int, verify: bool = True) -> dict[str, Any]:
     erasure = optional_module("erasure")
     if erasure is None:
         return {"skipped": "privacy_lakehouse.erasure is missing"}
@@ -129,7 +129,7 @@ def erase(subjects: int) -> dict[str, Any]:
         for n, customer in enumerate(pick_customers(subjects))
     ]
     started = time.perf_counter()
-    record = erasure.erase_subjects(requests)
+    record = erasure.erase_subjects(requests, verify=verify)
     seconds = time.perf_counter() - started
     tables = record.get("tables") or []
     verification = record.get("verification") or {}
@@ -229,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("make-keyring").add_argument("--subjects", type=int, required=True)
     commands.add_parser("rotate-master-key")
     commands.add_parser("rotate-salt").add_argument("--salt", default="subject")
-    commands.add_parser("erase").add_argument("--subjects", type=int, required=True)
+    erase_parser = commands.add_parser("erase")
+    erase_parser.add_argument("--subjects", type=int, required=True)
+    erase_parser.add_argument("--no-verify", action="store_true", help="skip the verifier scan")
     commands.add_parser("retention").add_argument("--manifest", type=Path, required=True)
     profile = commands.add_parser("profile-udfs")
     profile.add_argument("--values", type=int, required=True)
@@ -242,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.step == "rotate-salt":
         return _print(rotate_salt(args.salt))
     if args.step == "erase":
-        return _print(erase(args.subjects))
+        return _print(erase(args.subjects, verify=not args.no_verify))
     if args.step == "retention":
         return _print(retention(args.manifest))
     return _print(profile_udfs(args.values, args.out))

@@ -51,8 +51,10 @@
     which measures what privacy costs: `--vars '{privacy_treatments: off}'` is honoured ONLY
     on the dedicated `bench` target AND with PRIVACY_LAKEHOUSE_BENCH_PRIVACY_OFF=1 in the
     environment. Anywhere else the build fails here, so privacy is never dropped silently.
-    When off, salted_hash / pseudonymize / encrypt_for_subject emit the plain value as varchar
-    and privacy_select carries columns through untreated (see bench/README.md).
+    When off, salted_hash / pseudonymize / encrypt_for_subject emit the plain value as varchar,
+    and so do privacy_select's tokenize and encrypt treatments, which call them. Generalizations
+    stay on: they change a column's type, which contracts and downstream models rely on, and
+    cost little (see bench/README.md).
 -#}
 {% macro _privacy_treatments_enabled() -%}
     {%- set setting = var('privacy_treatments', 'on') | string | lower -%}

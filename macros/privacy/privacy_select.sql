@@ -150,7 +150,6 @@
         {{ fail(name, "listed in exclude but not declared in the model's YAML") }}
     {%- endfor -%}
 
-    {%- set treatments_enabled = privacy_lakehouse._privacy_treatments_enabled() -%}
     {%- set select_items = [] -%}
     {%- for column_name, column in columns.items() if column_name not in exclude -%}
         {%- set meta = privacy_lakehouse._privacy_column_meta(column) -%}
@@ -202,10 +201,6 @@
         {%- endfor -%}
         {%- if previous.treatment == treatment and treatment != 'drop' -%}
             {%- set expression = source -%}
-        {%- elif not treatments_enabled and treatment != 'drop' -%}
-            {#- Benchmark privacy-off run only: the plain value as varchar, like the
-                token and ciphertext it replaces (drop still drops). -#}
-            {%- set expression = 'cast(' ~ source ~ ' as varchar)' -%}
         {%- else -%}
             {%- set expression = privacy_lakehouse._privacy_treatment_expression(
                 column_name, column, treatment, source, args) -%}

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from privacy_lakehouse import hooks
 from privacy_lakehouse.audit_log import AuditLog
 from privacy_lakehouse.hooks import BuildContext, after_build
 from privacy_lakehouse.policy import PolicyError, load_policy
@@ -119,15 +120,6 @@ def build_actor() -> str:
         return "dbt:unknown"
 
 
-@after_build("build_evidence")
-def record_build(context: BuildContext) -> dict[str, Any]:
-    """Append one `build` entry for this run; returns the new head of the chain."""
-    entry = audit_log_for(context.lake_dir).append(
-        actor=build_actor(), **build_entry_fields(context)
-    )
-    return {"audit_seq": entry.seq, "head_hash": entry.entry_hash}
-
-
 # ---------------------------------------------------------------------------------------------
 # Decryptions
 # ---------------------------------------------------------------------------------------------
@@ -149,6 +141,26 @@ def decrypt_recorder(
         )
 
     return record
+
+
+# ---------------------------------------------------------------------------------------------
+# The after-build hook
+# ---------------------------------------------------------------------------------------------
+
+# Hooks run in the order they were registered, and this one must run last: it records the whole
+# run. This module is also imported early (by duckdb_setup and rotation, for the helpers above),
+# so load the other built-in hooks before registering this one. Everything above is defined by
+# now, so a hook module that imports from here during that load finds what it needs.
+hooks.registered_hooks()
+
+
+@after_build("build_evidence")
+def record_build(context: BuildContext) -> dict[str, Any]:
+    """Append one `build` entry for this run; returns the new head of the chain."""
+    entry = audit_log_for(context.lake_dir).append(
+        actor=build_actor(), **build_entry_fields(context)
+    )
+    return {"audit_seq": entry.seq, "head_hash": entry.entry_hash}
 
 
 __all__ = [

@@ -69,14 +69,9 @@ def register_project_functions(conn: duckdb.DuckDBPyConnection, *, audit_log: An
     anything is decrypted. The log file is created here if missing, so models that read it
     work from the first build on.
     """
-    from privacy_lakehouse import duckdb_functions, hooks, policy
+    from privacy_lakehouse import build_evidence, duckdb_functions, policy
     from privacy_lakehouse.audit_log import AuditLog
     from privacy_lakehouse.keyring import Keyring
-
-    # Importing build_evidence registers its after-build hook; load the built-in hooks first so
-    # they keep their declared order (build evidence last, after serving's exports).
-    hooks.registered_hooks()
-    from privacy_lakehouse import build_evidence
 
     audit_log = audit_log or AuditLog()
     build_evidence.ensure_audit_log(audit_log)

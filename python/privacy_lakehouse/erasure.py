@@ -16,7 +16,10 @@
    decrypted and searched for the subject's identifiers, so they are erased too.
 3. Append a tombstone (tombstone_token, erased_at, request_id) to `control/erasure_tombstones`
    first: bronze filters by it (macros/ingest/not_erased.sql), so a crash later in the run or a
-   replay of old landing files never brings the subject back.
+   replay of old landing files never brings the subject back. Quarantined records that named no
+   customer but hold the subject's identifiers get a tombstone of their record hash,
+   pl_token('record:' || record_hash, 'tombstone'); the quarantine model must filter by it
+   (`not_erased("'record:' || record_hash")`) for replays of those records to stay out.
 4. Delete the subject's rows from every Delta table that has a `subject_token` column (bronze,
    quarantine, silver, gold). No delete predicate names a value, because delta-rs stores
    predicates in the commit log: Parquet footer statistics (inside the data files, never in the
@@ -117,9 +120,20 @@ DERIVED_COLUMNS = ("ingest_key", "record_hash")
 # Quarantined rows: the record as ciphertext, and whether it named a customer.
 QUARANTINE_RECORD = "record_enc"
 QUARANTINE_HAS_SUBJECT = "has_subject"
+# A quarantined record that named no customer is tombstoned as
+# pl_token('record:' || record_hash, 'tombstone'): the key a quarantine model can filter replays
+# by (its customer tombstone cannot apply; see the module docstring).
+RECORD_TOMBSTONE_PREFIX = "record:"
 # Identifiers specific enough to attribute a quarantined record to a subject.
-STRONG_IDENTIFIERS = ("customer_id", "email", "phone", "national_id", "iban", "card_number",
-                      "account_id")
+STRONG_IDENTIFIERS = (
+    "customer_id",
+    "email",
+    "phone",
+    "national_id",
+    "iban",
+    "card_number",
+    "account_id",
+)
 # Landing sources that carry identifiers: folder, format, {column: kind}.
 LANDING_IDENTIFIERS: tuple[tuple[str, str, dict[str, str]], ...] = (
     (
@@ -303,11 +317,13 @@ def _plain_types(table: pa.Table) -> pa.Table:
 
 
 def _match_mask(table: pa.Table, conditions: Mapping[str, pa.Array]) -> pa.ChunkedArray | pa.Array:
-    mask = None
+    """Rows whose value is in any condition's set; a column a file lacks (written before the
+    column was added) matches nothing."""
+    mask = pa.array([False] * table.num_rows, pa.bool_())
     for column, values in conditions.items():
-        hit = pc.is_in(table[column].cast(pa.string()), value_set=values)
-        hit = pc.fill_null(hit, False)
-        mask = hit if mask is None else pc.or_(mask, hit)
+        if column in table.column_names:
+            hit = pc.is_in(table[column].cast(pa.string()), value_set=values)
+            mask = pc.or_(mask, pc.fill_null(hit, False))
     return mask
 
 
@@ -324,7 +340,14 @@ def _may_hold(metadata: pq.FileMetaData, sorted_values: Mapping[str, list[str]])
             stats = metadata.row_group(group).column(position).statistics
             if stats is None or not stats.has_min_max:
                 return True
-            low, high = str(stats.min), str(stats.max)
+            low, high = stats.min, stats.max
+            if isinstance(low, bytes) or isinstance(high, bytes):
+                try:
+                    low, high = bytes(low).decode(), bytes(high).decode()
+                except UnicodeDecodeError:
+                    return True
+            if not isinstance(low, str) or not isinstance(high, str):
+                return True
             first = bisect_left(values, low)
             if first < len(values) and values[first] <= high:
                 return True
@@ -398,8 +421,6 @@ def find_rows(
             continue
         read += 1
         data = _plain_types(pq.read_table(path))
-        if not set(value_sets) <= set(data.column_names):
-            continue
         matched = data.filter(_match_mask(data, value_sets))
         if matched.num_rows:
             parts.append(matched)
@@ -430,8 +451,9 @@ def remove_rows(
         if method == "merge":
             _remove_by_merge(table, sorted_values, result)
         else:
-            _remove_by_rewrite(table, location, files, sorted_values, scratch_root, commit_note,
-                               result)
+            _remove_by_rewrite(
+                table, location, files, sorted_values, scratch_root, commit_note, result
+            )
     result.version_after = DeltaTable(str(location)).version()
     result.seconds = round(time.monotonic() - started, 3)
     return result
@@ -458,14 +480,17 @@ def _remove_by_rewrite(
             if not _may_hold(pq.ParquetFile(path).metadata, sorted_values):
                 continue
             result.files_read += 1
-            keys = _plain_types(pq.read_table(path, columns=[c for c in value_sets]))
+            present = set(pq.ParquetFile(path).schema_arrow.names)
+            keys = _plain_types(
+                pq.read_table(path, columns=[c for c in value_sets if c in present])
+            )
             mask = _match_mask(keys, value_sets)
             hits = pc.sum(mask).as_py() or 0
             if not hits:
                 continue
             data = _plain_types(pq.read_table(path))
             mask = _match_mask(data, value_sets)
-            for column in value_sets:
+            for column in (c for c in value_sets if c in data.column_names):
                 matched = data[column].filter(mask).drop_null().cast(pa.string())
                 result.deleted_by_value.update(matched.to_pylist())
             kept = data.filter(pc.invert(mask))
@@ -488,8 +513,14 @@ def _remove_by_rewrite(
                 os.replace(scratch / add["path"], target)
                 moved.append(target)
                 actions.append(
-                    AddAction(add["path"], add["size"], {}, add["modificationTime"], True,
-                              add.get("stats") or "")
+                    AddAction(
+                        add["path"],
+                        add["size"],
+                        {},
+                        add["modificationTime"],
+                        True,
+                        add.get("stats") or "",
+                    )
                 )
                 result.files_added += 1
         table.create_write_transaction(
@@ -505,8 +536,9 @@ def _remove_by_rewrite(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _remove_by_merge(table: DeltaTable, sorted_values: dict[str, list[str]],
-                     result: RowRemoval) -> None:
+def _remove_by_merge(
+    table: DeltaTable, sorted_values: dict[str, list[str]], result: RowRemoval
+) -> None:
     for column, values in sorted_values.items():
         source = pa.table({column: pa.array(values, pa.string())})
         # The stored predicate names columns only; the values travel in the source table.
@@ -531,16 +563,20 @@ def purge_history(location: Path) -> dict[str, Any]:
     """End time travel on one table: vacuum every file the current version does not use
     (full, retention 0), checkpoint, and drop older log entries; then clean up expired logs."""
     table = DeltaTable(str(location))
-    listed = table.vacuum(dry_run=True, retention_hours=0, enforce_retention_duration=False,
-                          full=True)
+    listed = table.vacuum(
+        dry_run=True, retention_hours=0, enforce_retention_duration=False, full=True
+    )
     present = [p for p in listed if (Path(p) if os.path.isabs(p) else location / p).exists()]
     if present:  # delta-rs commits a vacuum even when every listed file is already gone
         table.vacuum(dry_run=False, retention_hours=0, enforce_retention_duration=False, full=True)
         table = DeltaTable(str(location))
     version = table.version()
     log_dir = location / "_delta_log"
-    older = [p for p in log_dir.iterdir() if _log_version(p.name) is not None
-             and _log_version(p.name) < version]
+    older = [
+        p
+        for p in log_dir.iterdir()
+        if _log_version(p.name) is not None and _log_version(p.name) < version
+    ]
     stray = list(log_dir.glob("_commit_*.tmp"))  # crashed commits may hold anything
     if older:
         has_checkpoint = any(log_dir.glob(f"{version:020d}.checkpoint*.parquet"))
@@ -577,6 +613,8 @@ class _Subject:
     customer_id: str | None = field(default=None, repr=False)
     subject_tokens: set[str] = field(default_factory=set, repr=False)
     tombstone_token: str | None = field(default=None, repr=False)
+    # Tombstones of quarantined records that named no customer (see RECORD_TOMBSTONE_PREFIX).
+    record_tombstones: set[str] = field(default_factory=set, repr=False)
     traces: SubjectTraces | None = field(default=None, repr=False)
     landing_files: set[str] = field(default_factory=set, repr=False)
 
@@ -612,8 +650,9 @@ class _Resolver:
         if found_tokens - known:
             # Rows whose key is already destroyed: their customer number cannot be read back,
             # but their token still says whose rows they are.
-            subjects.append(_Subject(request_id=request.request_id,
-                                     subject_tokens=found_tokens - known))
+            subjects.append(
+                _Subject(request_id=request.request_id, subject_tokens=found_tokens - known)
+            )
         for subject in subjects:
             subject.traces = SubjectTraces(request.request_id)
             subject.traces.add("token", SUBJECT_COLUMN, subject.subject_tokens)
@@ -638,7 +677,10 @@ class _Resolver:
             rows = _plain_types(rows)
             subject_tokens = set(rows[SUBJECT_COLUMN].drop_null().to_pylist())
             plain = self.keyring.decrypt_many(
-                rows[SUBJECT_COLUMN], rows["customer_id_enc"], VERIFY_PURPOSE, self.actor,
+                rows[SUBJECT_COLUMN],
+                rows["customer_id_enc"],
+                VERIFY_PURPOSE,
+                self.actor,
                 destroyed_as_null=True,
             )
             customer_ids = {v for v in plain.to_pylist() if v}
@@ -655,8 +697,10 @@ def _landing_files(landing_dir: Path, folder: str, fmt: str) -> list[str]:
 
 def _landing_relation(fmt: str) -> str:
     if fmt == "csv":
-        return ("read_csv($files, all_varchar = true, header = true, union_by_name = true, "
-                "filename = true, ignore_errors = true)")
+        return (
+            "read_csv($files, all_varchar = true, header = true, union_by_name = true, "
+            "filename = true, ignore_errors = true)"
+        )
     return "read_parquet($files, union_by_name = true, filename = true)"
 
 
@@ -751,17 +795,20 @@ def _traces_from_rows(
         if category == "ciphertext" and (
             column in IDENTIFIER_CIPHERTEXTS or column in NAME_CIPHERTEXTS
         ):
-            plain = keyring.decrypt_many(tokens, values, VERIFY_PURPOSE, actor,
-                                         destroyed_as_null=True).to_pylist()
+            plain = keyring.decrypt_many(
+                tokens, values, VERIFY_PURPOSE, actor, destroyed_as_null=True
+            ).to_pylist()
             if column in IDENTIFIER_CIPHERTEXTS:
                 for owner, value in zip(owners, plain, strict=True):
                     if owner is not None and value:
                         owner.traces.add("plaintext", IDENTIFIER_CIPHERTEXTS[column], [value])
     if set(NAME_CIPHERTEXTS) <= set(rows.column_names):
-        first = keyring.decrypt_many(tokens, rows[NAME_CIPHERTEXTS[0]], VERIFY_PURPOSE, actor,
-                                     destroyed_as_null=True).to_pylist()
-        last = keyring.decrypt_many(tokens, rows[NAME_CIPHERTEXTS[1]], VERIFY_PURPOSE, actor,
-                                    destroyed_as_null=True).to_pylist()
+        first = keyring.decrypt_many(
+            tokens, rows[NAME_CIPHERTEXTS[0]], VERIFY_PURPOSE, actor, destroyed_as_null=True
+        ).to_pylist()
+        last = keyring.decrypt_many(
+            tokens, rows[NAME_CIPHERTEXTS[1]], VERIFY_PURPOSE, actor, destroyed_as_null=True
+        ).to_pylist()
         for owner, first_name, last_name in zip(owners, first, last, strict=True):
             if owner is not None and first_name and last_name:
                 owner.traces.add("plaintext", "name", [f"{first_name} {last_name}"])
@@ -805,8 +852,9 @@ def _quarantined_without_subject(
         return {}
     matcher = TraceMatcher([n for n, _ in needles])
     owner_of_needle = {n: s for n, s in needles}
-    plain = keyring.decrypt_many(rows[SUBJECT_COLUMN], rows[QUARANTINE_RECORD], VERIFY_PURPOSE,
-                                 actor, destroyed_as_null=True)
+    plain = keyring.decrypt_many(
+        rows[SUBJECT_COLUMN], rows[QUARANTINE_RECORD], VERIFY_PURPOSE, actor, destroyed_as_null=True
+    )
     candidates = matcher.prefilter(plain)
     matched: dict[str, _Subject] = {}
     keys = rows["ingest_key"].to_pylist()
@@ -850,13 +898,18 @@ def _open_duckdb(database: Path, extension_dir: Path):
 
     from privacy_lakehouse import duckdb_setup
 
-    return duckdb.connect(str(database), config=duckdb_setup.connection_config(extension_dir))
+    try:
+        return duckdb.connect(str(database), config=duckdb_setup.connection_config(extension_dir))
+    except duckdb.IOException:
+        raise ErasureError(
+            f"{database.name} is open in another process (a BI tool?): close it and run the "
+            "erasure again; the Delta tables are already done, the rerun finishes the rest"
+        ) from None
 
 
 def duckdb_files(lake_dir: Path) -> list[Path]:
     return sorted(
-        p for p in lake_dir.rglob("*.duckdb")
-        if p.is_file() and "_duckdb_extensions" not in p.parts
+        p for p in lake_dir.rglob("*.duckdb") if p.is_file() and "_duckdb_extensions" not in p.parts
     )
 
 
@@ -939,10 +992,12 @@ def _append_tombstones(lake_dir: Path, subjects: Sequence[_Subject], at: datetim
         .to_pylist()
     )
     new_rows: dict[str, str] = {}
+    records = 0
     for subject in subjects:
-        token = subject.tombstone_token
-        if token and token not in existing:
-            new_rows.setdefault(token, subject.request_id)
+        for token in [subject.tombstone_token, *sorted(subject.record_tombstones)]:
+            if token and token not in existing and token not in new_rows:
+                new_rows[token] = subject.request_id
+                records += token != subject.tombstone_token
     if new_rows:
         schema = pa.schema(table.schema().to_arrow())
         batch = pa.table(
@@ -954,7 +1009,8 @@ def _append_tombstones(lake_dir: Path, subjects: Sequence[_Subject], at: datetim
         )
         write_deltalake(table, _plain_types(batch).cast(_plain_schema(schema)), mode="append")
     return {
-        "added": len(new_rows),
+        "added": len(new_rows) - records,
+        "record_tombstones_added": records,
         "already_present": sum(1 for s in subjects if s.tombstone_token in existing),
         "version_after": DeltaTable(str(location)).version(),
     }
@@ -997,8 +1053,13 @@ def erase_subjects(
     scratch_root = lake_dir / SCRATCH_FOLDER
 
     def audit_decrypt(who: str, purpose: str, subjects: int) -> None:
-        audit.append(actor=who, action="decrypt", object=["erasure"], decision="allow",
-                     details={"purpose": purpose, "subjects": subjects, "run_id": run_id})
+        audit.append(
+            actor=who,
+            action="decrypt",
+            object=["erasure"],
+            decision="allow",
+            details={"purpose": purpose, "subjects": subjects, "run_id": run_id},
+        )
 
     with lake_lock(lake_dir, "erasure"):
         own_keyring = keyring is None
@@ -1054,41 +1115,10 @@ def _run_erasure(
     verify: bool,
 ) -> dict[str, Any]:
     lake_dir = settings.lake_dir
-    resolver = _Resolver(settings, keyring, actor)
-    subjects: list[_Subject] = []
-    request_status: dict[str, dict[str, Any]] = {}
-    for request in requests:
-        found = resolver.resolve(request)
-        subjects.extend(found)
-        request_status[request.request_id] = {
-            "request_id": request.request_id,
-            "identifier": request.identifier_kind,
-            "subjects": len(found),
-            "status": "resolved" if found else "not_found",
-        }
+    subjects, request_status, quarantined = _collect(requests, settings, keyring, actor)
     owner_of = {token: s for s in subjects for token in s.subject_tokens}
     tables = [t for t in discover_tables(lake_dir) if not t.is_control]
     subject_tables = [t for t in tables if SUBJECT_COLUMN in t.columns]
-
-    # Collect traces before anything is deleted (the keys still open the ciphertext).
-    _landing_identifiers(settings.landing_dir, subjects)
-    for table in subject_tables:
-        rows, _, _ = find_rows(table.path, {SUBJECT_COLUMN: owner_of})
-        if rows is not None:
-            _traces_from_rows(rows, owner_of, keyring, actor)
-    quarantined: dict[str, dict[str, _Subject]] = {}
-    for table in subject_tables:
-        if {QUARANTINE_RECORD, QUARANTINE_HAS_SUBJECT, "ingest_key"} <= set(table.columns):
-            matched = _quarantined_without_subject(table, subjects, keyring, actor)
-            if matched:
-                quarantined[table.name] = matched
-                rows, _, _ = find_rows(table.path, {"ingest_key": matched})
-                if rows is not None:
-                    for row in rows.to_pylist():
-                        owner = matched[row["ingest_key"]]
-                        owner.traces.add("ciphertext", QUARANTINE_RECORD, [row[QUARANTINE_RECORD]])
-                        for column in DERIVED_COLUMNS:
-                            owner.traces.add("derived", column, [row.get(column)])
     traces = _merged_traces(subjects)
     residue = TraceMatcher([n for t in traces for n in t.needles()])
 
@@ -1110,8 +1140,7 @@ def _run_erasure(
     all_tokens = sorted(owner_of)
     duckdb_results = []
     for database in duckdb_files(lake_dir):
-        outcome = _erase_from_duckdb(database, all_tokens, residue,
-                                     lake_dir / "_duckdb_extensions")
+        outcome = _erase_from_duckdb(database, all_tokens, residue, lake_dir / "_duckdb_extensions")
         duckdb_results.append({"file": relative_to(database, lake_dir), **outcome})
 
     keys = keyring.destroy_subject_keys(all_tokens) if all_tokens else {"data_keys_destroyed": 0}
@@ -1119,9 +1148,9 @@ def _run_erasure(
 
     for subject in subjects:
         status = request_status[subject.request_id]
-        status["landing_files_holding_subject"] = (
-            status.get("landing_files_holding_subject", 0) + len(subject.landing_files)
-        )
+        status["landing_files_holding_subject"] = status.get(
+            "landing_files_holding_subject", 0
+        ) + len(subject.landing_files)
     for request_id, status in request_status.items():
         per_table = rows_by_request.get(request_id, Counter())
         status["rows_deleted"] = sum(per_table.values())
@@ -1152,6 +1181,106 @@ def _run_erasure(
     if residue.scan_bytes(json.dumps(record, default=str).encode()):
         raise ErasureError("internal error: the erasure evidence would hold a subject's trace")
     return record
+
+
+def subject_traces(
+    requests: Iterable[ErasureRequest | Mapping[str, str]],
+    *,
+    settings: Settings | None = None,
+    keyring: Keyring | None = None,
+    actor: str | None = None,
+) -> list[SubjectTraces]:
+    """What the verifier would look for, per request, without changing anything (decrypts for
+    the purpose erasure_verification, so it needs the subjects' keys: run it before an
+    erasure, e.g. to check that the verifier finds a subject who is still there)."""
+    settings = settings or load_settings()
+    actor = actor or default_actor("erasure-check")
+    parsed = [r if isinstance(r, ErasureRequest) else ErasureRequest(**dict(r)) for r in requests]
+    own_keyring = keyring is None
+    keyring = keyring or Keyring.open(settings)
+    try:
+        subjects, _, _ = _collect(parsed, settings, keyring, actor)
+    finally:
+        if own_keyring:
+            keyring.close()
+    return _merged_traces(subjects)
+
+
+def _collect(
+    requests: Sequence[ErasureRequest], settings: Settings, keyring: Keyring, actor: str
+) -> tuple[list[_Subject], dict[str, dict[str, Any]], dict[str, dict[str, _Subject]]]:
+    """Resolve the requests and gather every trace of their subjects (before any delete)."""
+    resolver = _Resolver(settings, keyring, actor)
+    subjects: list[_Subject] = []
+    request_status: dict[str, dict[str, Any]] = {}
+    for request in requests:
+        found = resolver.resolve(request)
+        subjects.extend(found)
+        request_status[request.request_id] = {
+            "request_id": request.request_id,
+            "identifier": request.identifier_kind,
+            "subjects": len(found),
+            "status": "resolved" if found else "not_found",
+        }
+    owner_of = {token: s for s in subjects for token in s.subject_tokens}
+    tables = [t for t in discover_tables(settings.lake_dir) if not t.is_control]
+    subject_tables = [t for t in tables if SUBJECT_COLUMN in t.columns]
+    _landing_identifiers(settings.landing_dir, subjects)
+    for table in subject_tables:
+        rows, _, _ = find_rows(table.path, {SUBJECT_COLUMN: owner_of})
+        if rows is not None:
+            _traces_from_rows(rows, owner_of, keyring, actor)
+    quarantined: dict[str, dict[str, _Subject]] = {}
+    for table in subject_tables:
+        if {QUARANTINE_RECORD, QUARANTINE_HAS_SUBJECT, "ingest_key"} <= set(table.columns):
+            matched = _quarantined_without_subject(table, subjects, keyring, actor)
+            if matched:
+                quarantined[table.name] = matched
+                rows, _, _ = find_rows(table.path, {"ingest_key": matched})
+                for row in rows.to_pylist() if rows is not None else []:
+                    owner = matched[row["ingest_key"]]
+                    owner.traces.add("ciphertext", QUARANTINE_RECORD, [row[QUARANTINE_RECORD]])
+                    for column in DERIVED_COLUMNS:
+                        owner.traces.add("derived", column, [row.get(column)])
+                    if row.get("record_hash"):
+                        owner.record_tombstones.add(
+                            keyring.token(RECORD_TOMBSTONE_PREFIX + row["record_hash"], "tombstone")
+                        )
+    # DuckDB files may hold subject rows that are no longer in any Delta table.
+    for database in duckdb_files(settings.lake_dir):
+        rows = _duckdb_subject_rows(database, sorted(owner_of))
+        if rows is not None and rows.num_rows:
+            _traces_from_rows(rows, owner_of, keyring, actor)
+    return subjects, request_status, quarantined
+
+
+def _duckdb_subject_rows(database: Path, tokens: Sequence[str]) -> pa.Table | None:
+    """The subjects' rows of every DuckDB table with a subject_token column (read-only)."""
+    if not tokens:
+        return None
+    from privacy_lakehouse.erasure_verifier import read_duckdb_tables
+
+    parts = []
+    for _, table in read_duckdb_tables(database, required_column=SUBJECT_COLUMN):
+        table = _plain_types(table)
+        mask = pc.fill_null(
+            pc.is_in(table[SUBJECT_COLUMN].cast(pa.string()), value_set=pa.array(tokens)), False
+        )
+        matched = table.filter(mask)
+        if matched.num_rows:
+            parts.append(
+                matched.select(
+                    [
+                        c
+                        for c in matched.column_names
+                        if pa.types.is_string(matched[c].type)
+                        or pa.types.is_large_string(matched[c].type)
+                    ]
+                )
+            )
+    if not parts:
+        return None
+    return pa.concat_tables(parts, promote_options="permissive")
 
 
 def _merged_traces(subjects: Sequence[_Subject]) -> list[SubjectTraces]:
@@ -1231,8 +1360,9 @@ def run(args: argparse.Namespace) -> int:
             requests = read_batch(args.batch)
         else:
             requests = [
-                ErasureRequest(email=args.email, customer_id=args.customer_id,
-                               request_id=args.request_id or "")
+                ErasureRequest(
+                    email=args.email, customer_id=args.customer_id, request_id=args.request_id or ""
+                )
             ]
         evidence = erase_subjects(requests)
         code = 2 if any(r["status"] == "not_found" for r in evidence["requests"]) else 0

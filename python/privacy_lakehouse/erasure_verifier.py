@@ -35,6 +35,7 @@ touches instead of trusting a scan of freed blocks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -114,10 +115,15 @@ class SubjectTraces:
         for category in CATEGORIES:
             for kind, values in getattr(self, category).items():
                 for value in values:
-                    spellings = stored_spellings(kind, value) if category == "plaintext" else {value}
+                    spellings = (
+                        stored_spellings(kind, value) if category == "plaintext" else {value}
+                    )
                     for spelling in spellings:
                         if len(spelling) >= MIN_NEEDLE_LENGTH:
-                            key = (category, spelling.lower() if category == "plaintext" else spelling)
+                            key = (
+                                category,
+                                spelling.lower() if category == "plaintext" else spelling,
+                            )
                             found.setdefault(key, Needle(spelling, category, kind, self.label))
         return list(found.values())
 
@@ -276,7 +282,9 @@ class TraceMatcher:
             return hits
         overlap = self.longest + 1
         starts = range(begin, end, _WINDOW_BYTES)
-        windows = [data[max(0, s - 1) : min(len(data), s + _WINDOW_BYTES + overlap)] for s in starts]
+        windows = [
+            data[max(0, s - 1) : min(len(data), s + _WINDOW_BYTES + overlap)] for s in starts
+        ]
         mask = pc.match_substring_regex(
             pa.array(windows, pa.binary()), self._prefilter_bytes, ignore_case=True
         )
@@ -302,8 +310,9 @@ class TraceMatcher:
         if self.empty:
             return pa.array([False] * len(strings))
         return pc.fill_null(
-            pc.match_substring_regex(strings.cast(pa.large_string()), self._prefilter_text,
-                                     ignore_case=True),
+            pc.match_substring_regex(
+                strings.cast(pa.large_string()), self._prefilter_text, ignore_case=True
+            ),
             False,
         )
 
@@ -380,15 +389,11 @@ def _string_leaves(array: pa.Array | pa.ChunkedArray) -> Iterator[pa.Array]:
     elif pa.types.is_fixed_size_list(kind):
         yield from _string_leaves(array.flatten())
     elif (
-        pa.types.is_string(kind)
-        or pa.types.is_large_string(kind)
-        or pa.types.is_string_view(kind)
+        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
     ):
         yield array.cast(pa.large_string())
     elif (
-        pa.types.is_binary(kind)
-        or pa.types.is_large_binary(kind)
-        or pa.types.is_binary_view(kind)
+        pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
     ):
         yield array.cast(pa.large_binary())
 
@@ -466,13 +471,13 @@ def scan_parquet_values(path: Path, matcher: TraceMatcher) -> tuple[Counter, int
     return hits, scanned
 
 
-def scan_duckdb_values(path: Path, matcher: TraceMatcher) -> tuple[Counter, int]:
-    """Every base table of a DuckDB file, read from a private copy: the live file may be open
-    in this or another process (DuckDB allows one configuration per file and process)."""
+@contextlib.contextmanager
+def duckdb_snapshot(path: Path) -> Iterator[Any]:
+    """A read-only DuckDB connection to a private copy of the file (WAL included): the live
+    file may be open in this or another process, and DuckDB allows one configuration per file
+    and process."""
     import duckdb
 
-    hits: Counter = Counter()
-    scanned = 0
     with tempfile.TemporaryDirectory(prefix="pl-verify-") as scratch:
         copy = Path(scratch) / f"copy-{uuid.uuid4().hex}.duckdb"
         shutil.copyfile(path, copy)
@@ -484,20 +489,52 @@ def scan_duckdb_values(path: Path, matcher: TraceMatcher) -> tuple[Counter, int]
             config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
         )
         try:
-            tables = conn.execute(
-                "select schema_name, table_name from duckdb_tables() "
-                "where database_name = current_database() and not temporary"
-            ).fetchall()
-            for schema, table in tables:
-                relation = f'"{schema.replace(chr(34), chr(34) * 2)}"."{table.replace(chr(34), chr(34) * 2)}"'
-                reader = conn.execute(f"select * from {relation}").fetch_record_batch(_BATCH_ROWS)
-                for batch in reader:
-                    for column in batch.columns:
-                        column_hits, count = matcher.scan_array(column)
-                        hits.update(column_hits)
-                        scanned += count
+            yield conn
         finally:
             conn.close()
+
+
+def _base_tables(conn: Any, required_column: str | None = None) -> list[tuple[str, str]]:
+    sql = (
+        "select t.schema_name, t.table_name from duckdb_tables() t "
+        "where t.database_name = current_database() and not t.temporary"
+    )
+    parameters: list[str] = []
+    if required_column is not None:
+        sql += (
+            " and exists (select 1 from duckdb_columns() c where c.database_name = t.database_name"
+            " and c.schema_name = t.schema_name and c.table_name = t.table_name"
+            " and c.column_name = ?)"
+        )
+        parameters.append(required_column)
+    return conn.execute(sql + " order by 1, 2", parameters).fetchall()
+
+
+def _relation(schema: str, table: str) -> str:
+    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
+
+
+def read_duckdb_tables(
+    path: Path, required_column: str | None = None
+) -> Iterator[tuple[str, pa.Table]]:
+    """Every base table of a DuckDB file (optionally only those with a column), as Arrow."""
+    with duckdb_snapshot(path) as conn:
+        for schema, table in _base_tables(conn, required_column):
+            data = conn.execute(f"select * from {_relation(schema, table)}").fetch_arrow_table()
+            yield f"{schema}.{table}", data
+
+
+def scan_duckdb_values(path: Path, matcher: TraceMatcher) -> tuple[Counter, int]:
+    hits: Counter = Counter()
+    scanned = 0
+    with duckdb_snapshot(path) as conn:
+        for schema, table in _base_tables(conn):
+            relation = _relation(schema, table)
+            for batch in conn.execute(f"select * from {relation}").fetch_record_batch(_BATCH_ROWS):
+                for column in batch.columns:
+                    column_hits, count = matcher.scan_array(column)
+                    hits.update(column_hits)
+                    scanned += count
     return hits, scanned
 
 
@@ -551,8 +588,9 @@ def verify_erasure(
                 values_scanned += count
                 record(path, "decoded", hits)
         except Exception as error:  # noqa: BLE001 - an unreadable file proves nothing
-            findings.append(Finding(shown(path), "unreadable", "unreadable",
-                                    type(error).__name__, "*", 1))
+            findings.append(
+                Finding(shown(path), "unreadable", "unreadable", type(error).__name__, "*", 1)
+            )
     needle_counts = Counter(n.category for n in needles)
     return VerificationReport(
         passed=not findings,

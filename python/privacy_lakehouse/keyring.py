@@ -1330,9 +1330,7 @@ def run(args: argparse.Namespace) -> int:
             if args.keys_command == "rotate-master":
                 from privacy_lakehouse import rotation
 
-                evidence["evidence_file"] = str(
-                    rotation.record_rotation(load_settings(), evidence)
-                )
+                evidence["evidence_file"] = str(rotation.record_rotation(load_settings(), evidence))
     except KeyringError as error:
         print(f"privacy-lakehouse keys: {error}", file=sys.stderr)
         return 1

@@ -37,6 +37,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import yaml
 from deltalake import DeltaTable
 
@@ -69,23 +70,42 @@ class LandingSource:
     name: str  # source_name in quarantine, e.g. core_banking.customers
     folder: str  # relative to the landing folder
     pattern: str
-    reader: str  # DuckDB table function over {path}, with the source's read options
+    reader: str  # the source's external_location, with {glob} for the quoted file glob
     bronze_table: str  # relative to the lake
-    customer_id: str  # SQL for the row's customer id, as the landing models parse it
+    lines: bool  # JSON lines read as text (one `line` column), else one column per field
+
+    def relation(self, landing_dir: Path) -> str:
+        return self.reader.format(glob=_sql_string(f"{landing_dir}/{self.folder}/{self.pattern}"))
+
+    @property
+    def customer_id(self) -> str:
+        """The row's customer id, parsed as the landing models parse it."""
+        if self.lines:
+            return (
+                "case when json_valid(line) and json_type(line) = 'OBJECT' then "
+                "nullif(trim(json_merge_patch('{}', line) ->> 'customer_id'), '') end"
+            )
+        return "nullif(trim(to_json(landing_row) ->> 'customer_id'), '')"
+
+    @property
+    def record_hash(self) -> str:
+        """The row's record_hash, as macros/ingest/landing_records.sql computes it."""
+        if self.lines:
+            return "md5(line)"
+        return (
+            "md5(cast(json_merge_patch(json_merge_patch('{}', to_json(landing_row)), "
+            """'{"filename": null}') as varchar))"""
+        )
 
 
-_CSV = "read_csv({path}, header=true, all_varchar=true)"
+_CSV = "read_csv({glob}, header=true, all_varchar=true, union_by_name=true, filename=true)"
 _JSON_LINES = (
-    "read_csv({path}, delim='\\x01', quote='', escape='', header=false, names=['line'], "
-    "all_varchar=true)"
-)
-_ROW_CUSTOMER_ID = "nullif(trim(to_json(landing_row) ->> 'customer_id'), '')"
-_LINE_CUSTOMER_ID = (
-    "case when json_valid(line) and json_type(line) = 'OBJECT' then "
-    "nullif(trim(json_merge_patch('{}', line) ->> 'customer_id'), '') end"
+    "read_csv({glob}, delim='\\x01', quote='', escape='', header=false, names=['line'], "
+    "all_varchar=true, filename=true)"
 )
 
-# Mirrors models/landing/*/_*__sources.yml (external_location) and the bronze models.
+# Mirrors models/landing/*/_*__sources.yml (external_location, checked by a test against the
+# manifest) and the bronze model each source feeds.
 LANDING_SOURCES: tuple[LandingSource, ...] = (
     LandingSource(
         "core_banking.customers",
@@ -93,7 +113,7 @@ LANDING_SOURCES: tuple[LandingSource, ...] = (
         "*.csv",
         _CSV,
         "bronze/raw_core_banking__customers",
-        _ROW_CUSTOMER_ID,
+        lines=False,
     ),
     LandingSource(
         "core_banking.accounts",
@@ -101,15 +121,15 @@ LANDING_SOURCES: tuple[LandingSource, ...] = (
         "*.csv",
         _CSV,
         "bronze/raw_core_banking__accounts",
-        _ROW_CUSTOMER_ID,
+        lines=False,
     ),
     LandingSource(
         "cards.transactions",
         "cards/transactions",
         "*.parquet",
-        "read_parquet({path})",
+        "read_parquet({glob}, union_by_name=true, filename=true)",
         "bronze/raw_cards__transactions",
-        _ROW_CUSTOMER_ID,
+        lines=False,
     ),
     LandingSource(
         "consent.events",
@@ -117,7 +137,7 @@ LANDING_SOURCES: tuple[LandingSource, ...] = (
         "*.jsonl",
         _JSON_LINES,
         "bronze/raw_consent__events",
-        _LINE_CUSTOMER_ID,
+        lines=True,
     ),
     LandingSource(
         "support.cases",
@@ -125,9 +145,12 @@ LANDING_SOURCES: tuple[LandingSource, ...] = (
         "*.jsonl",
         _JSON_LINES,
         "bronze/raw_support__cases",
-        _LINE_CUSTOMER_ID,
+        lines=True,
     ),
 )
+# Erasure tombstones quarantined records that name no customer by their record hash
+# (privacy_lakehouse.erasure: pl_token('record:' || record_hash, 'tombstone')).
+RECORD_TOMBSTONE_PREFIX = "record:"
 
 # Decisions. Only PURGE removes a file.
 PURGE = "purge"
@@ -246,8 +269,17 @@ def account_landing_files(
         for source in LANDING_SOURCES:
             files = sorted((settings.landing_dir / source.folder).glob(source.pattern))
             files = [f for f in files if f.is_file()]
+            if not files:
+                continue
             in_bronze = _counts_by_file(conn, lake / source.bronze_table, None)
             in_quarantine = _counts_by_file(conn, quarantine, source.name)
+            relation = source.relation(settings.landing_dir)
+            try:
+                # The source read exactly as dbt reads it, so rows and hashes agree with bronze.
+                rows = _rows_by_file(conn, relation)
+                erased = _erased_rows(conn, relation, source, lake) if tombstones else {}
+            except duckdb.Error:
+                rows = None
             for index, path in enumerate(files):
                 account = FileAccount(
                     path=path.relative_to(settings.landing_dir).as_posix(), source=source.name
@@ -258,14 +290,11 @@ def account_landing_files(
                 account.bronze_rows, account.quarantine_rows = bronze_rows, quarantine_rows
                 latest = max((t for t in (bronze_latest, quarantine_latest) if t), default=None)
                 account.last_ingested_at = latest.isoformat(sep=" ") if latest else None
-                reader = source.reader.format(path=_sql_string(str(path)))
-                try:
-                    account.rows = conn.execute(f"select count(*) from {reader}").fetchone()[0]
-                    if tombstones:
-                        account.erased_rows = _erased_rows(conn, reader, source, lake)
-                except Exception:  # noqa: BLE001 - any read failure keeps the file
+                if rows is None:
                     account.decision = KEPT_UNREADABLE
                     continue
+                account.rows = rows.get(str(path), 0)
+                account.erased_rows = erased.get(str(path), 0)
                 if account.accounted == 0:
                     account.decision = KEPT_NOT_INGESTED
                 elif account.rows != account.accounted:
@@ -283,15 +312,25 @@ def account_landing_files(
     return accounts
 
 
-def _erased_rows(conn, reader: str, source: LandingSource, lake: Path) -> int:
-    """Rows of erased subjects, which bronze and quarantine leave out on purpose."""
-    tombstones = _sql_string(str(lake / TOMBSTONE_TABLE))
-    return conn.execute(
-        f"select count(*) from (select {source.customer_id} as customer_id "
-        f"from {reader} as landing_row) where customer_id is not null and "
-        "pl_token(customer_id, 'tombstone') in "
-        f"(select tombstone_token from delta_scan({tombstones}))"
-    ).fetchone()[0]
+def _rows_by_file(conn, relation: str) -> dict[str, int]:
+    return dict(conn.execute(f"select filename, count(*) from {relation} group by all").fetchall())
+
+
+def _erased_rows(conn, relation: str, source: LandingSource, lake: Path) -> dict[str, int]:
+    """Rows of erased subjects or records, which bronze and quarantine leave out on purpose."""
+    tombstones = (
+        f"(select tombstone_token from delta_scan({_sql_string(str(lake / TOMBSTONE_TABLE))}))"
+    )
+    prefix = _sql_string(RECORD_TOMBSTONE_PREFIX)
+    return dict(
+        conn.execute(
+            f"select filename, count(*) from (select filename, {source.customer_id} as "
+            f"customer_id, {source.record_hash} as record_hash from {relation} as landing_row) "
+            f"where (customer_id is not null and pl_token(customer_id, 'tombstone') in "
+            f"{tombstones}) or pl_token({prefix} || record_hash, 'tombstone') in {tombstones} "
+            "group by all"
+        ).fetchall()
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -456,9 +495,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from privacy_lakehouse.keyring import KeyringError
+
     try:
         summary = purge_landing(dry_run=args.dry_run, keep_days=args.keep_days)
-    except LandingError as error:
+    except (LandingError, KeyringError) as error:  # keys are needed when tombstones exist
         print(f"privacy-lakehouse landing: {error}", file=sys.stderr)
         return 1
     print(json.dumps(summary, indent=2, sort_keys=True, default=str))

@@ -280,8 +280,8 @@ def _age_filter(
             literal = pa.scalar(midnight, kind)
             predicate = f"{quoted} < '{midnight.isoformat()}'"
         dated = field_ref.is_valid()
-    elif pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(
-        kind
+    elif (
+        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
     ):
         # ISO dates sort as text; anything else (or NULL) never expires.
         literal = pa.scalar(cutoff.isoformat(), pa.string())
@@ -318,8 +318,10 @@ def _expired_subjects(
     granted: set[str] = set()
     revoked_at: dict[str, datetime] = {}
     for token, is_granted, _, valid_from in zip(
-        *(consent[c].to_pylist() for c in ("subject_token", "is_granted", "is_current",
-                                            "valid_from")),
+        *(
+            consent[c].to_pylist()
+            for c in ("subject_token", "is_granted", "is_current", "valid_from")
+        ),
         strict=True,
     ):
         if is_granted:
@@ -327,12 +329,13 @@ def _expired_subjects(
         elif valid_from is not None:
             moment = valid_from.replace(tzinfo=None) if valid_from.tzinfo else valid_from
             revoked_at[token] = max(moment, revoked_at.get(token, moment))
-    subjects = pa.table(
-        table.to_pyarrow_dataset().to_table(columns=[rule.subject_column])
-    )[rule.subject_column]
+    subjects = pa.table(table.to_pyarrow_dataset().to_table(columns=[rule.subject_column]))[
+        rule.subject_column
+    ]
     present = {s for s in pc.unique(subjects.cast(pa.string())).to_pylist() if s}
     return {
-        s for s in present
+        s
+        for s in present
         if s not in granted and (s not in revoked_at or revoked_at[s] < cutoff_moment)
     }
 
@@ -344,7 +347,8 @@ def _enforce_table(
 
     started = time.monotonic()
     outcome = TableRetention(
-        model=target.model, table=target.table,
+        model=target.model,
+        table=target.table,
         rule=target.rule.to_dict() if target.rule else None,
     )
     location = lake_dir / target.table
@@ -435,8 +439,9 @@ def _refresh_views(settings: Settings, outcomes: Sequence[tuple[RetentionTarget,
             schema = '"' + target.schema.replace('"', '""') + '"'
             name = '"' + target.model.replace('"', '""') + '"'
             # A view freezes its column list: recreate it after a schema change.
-            conn.execute(f"create or replace view {schema}.{name} as "
-                         f"select * from delta_scan('{location}')")
+            conn.execute(
+                f"create or replace view {schema}.{name} as select * from delta_scan('{location}')"
+            )
             outcome.view_refreshed = True
     finally:
         conn.close()
@@ -511,9 +516,13 @@ def enforce_retention(
             "rows_deleted": record["rows_deleted"],
             "files_vacuumed": record["files_vacuumed"],
             "tables": {
-                o.table: {"rows_deleted": o.rows_deleted, "version_before": o.version_before,
-                          "version_after": o.version_after}
-                for _, o in outcomes if o.rule
+                o.table: {
+                    "rows_deleted": o.rows_deleted,
+                    "version_before": o.version_before,
+                    "version_after": o.version_after,
+                }
+                for _, o in outcomes
+                if o.rule
             },
             "evidence_file": record["evidence_file"],
         },
@@ -588,14 +597,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "files older than each table's time-travel window, clean up old log files. Reads the "
         "rules from target/manifest.json (run `dbt parse` or a build first)."
     )
-    parser.add_argument("--dry-run", action="store_true",
-                        help="count what would be deleted and vacuumed; change nothing")
-    parser.add_argument("--select", action="append", metavar="MODEL", default=[],
-                        help="only this model (repeatable)")
-    parser.add_argument("--as-of", metavar="YYYY-MM-DD",
-                        help="the date rules count back from (default: today, UTC)")
-    parser.add_argument("--manifest", type=Path,
-                        help="dbt manifest to read rules from (default: target/manifest.json)")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="count what would be deleted and vacuumed; change nothing",
+    )
+    parser.add_argument(
+        "--select",
+        action="append",
+        metavar="MODEL",
+        default=[],
+        help="only this model (repeatable)",
+    )
+    parser.add_argument(
+        "--as-of", metavar="YYYY-MM-DD", help="the date rules count back from (default: today, UTC)"
+    )
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        help="dbt manifest to read rules from (default: target/manifest.json)",
+    )
     parser.add_argument("--json", action="store_true", help="print the run record as JSON")
 
 
@@ -625,27 +646,32 @@ def run(args: argparse.Namespace) -> int:
 
 
 def render(record: Mapping[str, Any]) -> str:
-    verb = "would be deleted" if record["dry_run"] else "deleted"
-    lines = [f"retention as of {record['as_of']}{' (dry run)' if record['dry_run'] else ''}:"]
+    dry_run = record["dry_run"]
+    verb = "would be deleted" if dry_run else "deleted"
+    vacuumed = "to vacuum" if dry_run else "vacuumed"
+    lines = [f"retention as of {record['as_of']}{' (dry run)' if dry_run else ''}:"]
     for table in record["tables"]:
         if table["skipped"]:
             lines.append(f"  {table['table']}: skipped ({table['skipped']})")
             continue
-        count = table["rows_expired"] if record["dry_run"] else table["rows_deleted"]
+        count = table["rows_expired"] if dry_run else table["rows_deleted"]
         if table["rule"]:
             rule = table["rule"]
-            what = (f"{rule['column']} before {table['cutoff']}" if "column" in rule
-                    else f"purpose {rule['purpose']} expired before {table['cutoff']}")
+            what = (
+                f"{rule['column']} before {table['cutoff']}"
+                if "column" in rule
+                else f"purpose {rule['purpose']} expired before {table['cutoff']}"
+            )
             lines.append(
                 f"  {table['table']}: {count} of {table['rows_total']} rows {verb} ({what}); "
-                f"{table['files_vacuumed']} old files {'to vacuum' if record['dry_run'] else 'vacuumed'}"
-                f"; v{table['version_before']} -> v{table['version_after']}"
+                f"{table['files_vacuumed']} old files {vacuumed}; "
+                f"v{table['version_before']} -> v{table['version_after']}"
             )
         elif table["files_vacuumed"]:
-            lines.append(f"  {table['table']}: {table['files_vacuumed']} old files "
-                         f"{'to vacuum' if record['dry_run'] else 'vacuumed'}")
+            lines.append(f"  {table['table']}: {table['files_vacuumed']} old files {vacuumed}")
+    total = record["rows_expired"] if dry_run else record["rows_deleted"]
     lines.append(
-        f"total: {record['rows_expired' if record['dry_run'] else 'rows_deleted']} rows {verb}, "
-        f"{record['files_vacuumed']} files vacuumed; evidence: {record['evidence_file']}"
+        f"total: {total} rows {verb}, {record['files_vacuumed']} old files {vacuumed}; "
+        f"evidence: {record['evidence_file']}"
     )
     return "\n".join(lines)

@@ -533,7 +533,7 @@ def _rewrite_warehouse(conn, warehouse, column: str, subject: bool) -> list[dict
         rows = warehouse.execute(f"select count(*) from {target}").fetchone()[0]
         current = warehouse.execute(
             f"select distinct {', '.join(keys)} from {target} where {quoted} is not null"
-        ).arrow()
+        ).fetch_arrow_table()
         conn.register("rotation_current", current)
         try:
             new_values = [f"rotation_map.new_token as {_ident('new:' + column)}"]
@@ -546,7 +546,7 @@ def _rewrite_warehouse(conn, warehouse, column: str, subject: bool) -> list[dict
             updates = conn.execute(
                 f"select c.*, {', '.join(new_values)} from rotation_current as c "
                 f"join rotation_map on c.{quoted} = rotation_map.old_token"
-            ).arrow()
+            ).fetch_arrow_table()
         finally:
             conn.unregister("rotation_current")
         if updates.num_rows == 0:
@@ -574,6 +574,16 @@ def _rewrite_warehouse(conn, warehouse, column: str, subject: bool) -> list[dict
             }
         )
     return rewritten
+
+
+def _duckdb_failure(error: Exception) -> str:
+    """A DuckDB error, told without its text unless that text is the keyring's own (DuckDB's
+    messages may quote a value, e.g. a failed cast; the keyring's never do)."""
+    text = str(error)
+    marker = "Python exception occurred while executing the UDF:"
+    if marker in text:
+        return "the keyring refused: " + text.split(marker, 1)[1].strip().splitlines()[0]
+    return f"a query failed ({type(error).__name__}; message withheld: it may quote data)"
 
 
 def _link_subjects(keyring: Keyring, conn) -> dict[str, Any]:
@@ -641,6 +651,7 @@ def rotate_salt_in_lake(
         using = [t for t in tables.values() if use.token_column in t.columns]
         conn = _connect(settings, keyring, actor) if tables else None
         warehouse = None
+        phase = "checking"
         try:
             # Opened before anything changes: a warehouse held by another program stops the run.
             warehouse = _open_warehouse(settings) if conn is not None else None
@@ -671,6 +682,7 @@ def rotate_salt_in_lake(
             else:
                 rotated = keyring.rotate_salt(name, grace=grace, now=now)
             target = rotated["version_after"]
+            phase = "rewriting"
             rewritten: list[dict[str, Any]] = []
             links: dict[str, Any] | None = None
             mapped = 0
@@ -700,11 +712,19 @@ def rotate_salt_in_lake(
                     rewritten += _rewrite_warehouse(conn, warehouse, use.token_column, subject)
                 conn.execute("drop table rotation_plain")
                 conn.execute("drop table rotation_old")
+        except duckdb.Error as error:
+            outcome = (
+                "Nothing was changed."
+                if phase == "checking"
+                else f"Some tables may be rewritten: run `keys rotate-salt {name} --resume`."
+            )
+            raise RotationError(f"salt '{name}': {_duckdb_failure(error)}. {outcome}") from None
         finally:
             if warehouse is not None:
                 warehouse.close()
             if conn is not None:
                 conn.close()
+        serving = _republish_serving(settings, actor) if rewritten else None
     evidence: dict[str, Any] = {
         "event": "salt_rotated_in_lake" if not resume else "salt_rotation_resumed",
         "at": _iso(started),
@@ -722,6 +742,7 @@ def rotate_salt_in_lake(
         "tables_rewritten": rewritten,
         "rows_rewritten": sum(entry["rows"] for entry in rewritten),
         "rows_retokenized": sum(entry["rows_retokenized"] for entry in rewritten),
+        "serving_files": serving,
         "seconds": round(time.monotonic() - clock, 3),
     }
     evidence_path = record_rotation(settings, evidence, actor=actor)
@@ -735,6 +756,29 @@ def rotate_salt_in_lake(
                 f"{evidence['rebuild']['error']} (evidence: {evidence_path})"
             )
     return evidence
+
+
+def _republish_serving(settings: Settings, actor: str) -> dict[str, Any] | None:
+    """Serving files are copies of gold: republish them so they carry the new tokens too."""
+    from privacy_lakehouse import serving
+    from privacy_lakehouse.policy import PolicyError, load_policy
+
+    if not any(serving.serving_dir(settings.lake_dir).glob("*.duckdb")):
+        return None
+    manifest = settings.root / "target" / "manifest.json"
+    if not manifest.is_file():
+        return {"republished": [], "stale_until_next_build": "no target/manifest.json"}
+    try:
+        published = serving.publish(
+            serving.models_from_manifest(json.loads(manifest.read_text(encoding="utf-8"))),
+            settings.lake_dir,
+            load_policy(_policy_path(settings)),
+            actor=actor,
+        )
+    except (serving.ServingError, PolicyError, OSError, ValueError) as error:
+        # The lake is already consistent; the next build republishes the files.
+        return {"republished": [], "stale_until_next_build": type(error).__name__}
+    return {"republished": sorted(published)}
 
 
 # --------------------------------------------------------------------------------------------
@@ -838,9 +882,14 @@ def rebuild_lake(settings: Settings, *args: str) -> dict[str, Any]:
         "success": bool(result.success),
         "node_statuses": statuses,
         # dbt's exception text names nodes and errors; the project keeps values out of them.
-        "error": "" if result.success else str(result.exception or "a node failed or errored"),
+        "error": "" if result.success else _first_line(result.exception, "a node failed"),
         "seconds": round(time.monotonic() - started, 3),
     }
+
+
+def _first_line(error: BaseException | None, default: str) -> str:
+    text = str(error or "").strip().splitlines()
+    return text[0][:300] if text else default
 
 
 # --------------------------------------------------------------------------------------------

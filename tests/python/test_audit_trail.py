@@ -8,6 +8,8 @@ import argparse
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -88,11 +90,25 @@ def test_export_entries_precede_their_build_entry(demo):
     assert mine.index("build") == len(mine) - 1  # the build entry closes the run
 
 
+def test_build_evidence_runs_last_whatever_imports_it_first():
+    # rotation and duckdb_setup import build_evidence for its helpers, before any build.
+    code = (
+        "import privacy_lakehouse.build_evidence\n"
+        "from privacy_lakehouse import hooks\n"
+        "print(','.join(hooks.registered_hooks()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    order = out.stdout.strip().split(",")
+    assert order[-1] == "build_evidence" and "serving" in order
+
+
 def test_the_audit_log_holds_no_personal_data_or_tokens(demo):
     text = demo_log(demo).path.read_text()
     # Positive controls: the patterns do find what they look for where it exists.
     audience = demo.lake / "gold" / "dim_marketing_audience"
-    gold = demo.duckdb().sql(f"select subject_token from delta_scan('{audience}')").fetchone()[0]
+    conn = demo.duckdb()
+    gold = conn.execute(f"select subject_token from delta_scan('{audience}')").fetchone()[0]
+    conn.close()
     assert TOKEN.fullmatch(gold)
     landing = next((demo.landing / "core_banking" / "customers").glob("*.csv")).read_text()
     emails = set(re.findall(r"[\w.+-]+@[\w-]+\.[\w.]+", landing))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
-
 from privacy_lakehouse.generate import append_batch
 
 from .conftest import clone_demo

@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable, write_deltalake
 from privacy_lakehouse import duckdb_functions, rotation
@@ -26,7 +29,6 @@ from privacy_lakehouse.keyring import KeyDestroyedError, Keyring
 from privacy_lakehouse.settings import load_settings
 
 from .conftest import Demo, clone_demo
-from .dbt_helpers import run_dbt
 from .test_secrets_scan import SecretIndex, project_secrets, scan_tree
 
 TOKEN = re.compile(r"v[0-9]+:[0-9a-f]{32}")
@@ -34,15 +36,8 @@ CUSTOMERS = "bronze/raw_core_banking__customers"
 
 
 def subject_tables(demo: Demo) -> list[Path]:
-    con = demo.duckdb()
     return [
-        table
-        for table in demo.tables()
-        if "subject_token"
-        in [
-            row[0]
-            for row in con.execute(f"describe select * from delta_scan('{table}')").fetchall()
-        ]
+        t for t in demo.tables() if "subject_token" in DeltaTable(str(t)).schema().to_arrow().names
     ]
 
 
@@ -50,16 +45,38 @@ def name_of(demo: Demo, table: Path) -> str:
     return table.relative_to(demo.lake).as_posix()
 
 
-def token_prefixes(demo: Demo, table: Path, column: str = "subject_token") -> set[str]:
-    rows = demo.duckdb().execute(
-        f"select distinct regexp_extract({column}, '^(v[0-9]+):') from delta_scan('{table}') "
-        f"where {column} is not null"
-    )
-    return {row[0] for row in rows.fetchall()}
+def token_prefixes(table: Path, column: str = "subject_token") -> set[str]:
+    values = DeltaTable(str(table)).to_pyarrow_table(columns=[column])[column]
+    return {value.split(":")[0] for value in pc.unique(values).to_pylist() if value is not None}
+
+
+def row_count(table: Path) -> int:
+    return DeltaTable(str(table)).to_pyarrow_dataset().count_rows()
 
 
 def counts(demo: Demo) -> dict[str, int]:
-    return {name_of(demo, table): demo.count(table) for table in demo.tables()}
+    return {name_of(demo, table): row_count(table) for table in demo.tables()}
+
+
+def audit_derived_tables(demo: Demo) -> set[str]:
+    """Tables of models that read the audit log (directly or through other models)."""
+    nodes = demo.manifest()["nodes"]
+    derived: set[str] = set()
+    changed = True
+    while changed:
+        changed = False
+        for unique_id, node in nodes.items():
+            parents = node.get("depends_on", {}).get("nodes", [])
+            if unique_id not in derived and any(
+                p.startswith("source.privacy_lakehouse.audit.") or p in derived for p in parents
+            ):
+                derived.add(unique_id)
+                changed = True
+    return {
+        f"{nodes[u]['fqn'][1]}/{nodes[u]['name']}"
+        for u in derived
+        if nodes[u]["resource_type"] == "model"
+    }
 
 
 def snapshot_stats(demo: Demo) -> tuple[int, int, set[str]]:
@@ -71,7 +88,7 @@ def snapshot_stats(demo: Demo) -> tuple[int, int, set[str]]:
         prefixes = {
             row[0]
             for row in con.execute(
-                "select distinct regexp_extract(subject_token, '^(v[0-9]+):') "
+                "select distinct regexp_extract(subject_token, '^(v[0-9]+):', 1) "
                 "from snapshots.snap_customers"
             ).fetchall()
         }
@@ -121,7 +138,8 @@ class RotatedLake:
 
 @pytest.fixture(scope="module")
 def rotated(demo, tmp_path_factory) -> RotatedLake:
-    """Subject salt rotated with a rebuild, then the email salt, then a new batch built."""
+    """The subject salt rotated with a rebuild; then a new landing batch arrives and the email
+    salt is rotated with a rebuild, which ingests the batch under the new versions."""
     lake = clone_demo(demo, tmp_path_factory.mktemp("rotation") / "privacy_lakehouse")
     tables = subject_tables(lake)
     ring = open_keyring(lake)
@@ -140,20 +158,20 @@ def rotated(demo, tmp_path_factory) -> RotatedLake:
     state = RotatedLake(
         lake=lake,
         counts_before=counts(lake),
-        prefixes_before={name_of(lake, t): token_prefixes(lake, t) for t in tables},
+        prefixes_before={name_of(lake, t): token_prefixes(t) for t in tables},
         snapshot_before=snapshot_stats(lake),
         customer_id=customer_id,
         old_token=old_token,
         transactions_before=transactions,
         subject=rotate(lake, "subject", rebuild=True),
-        email=rotate(lake, "email"),
+        email={},
     )
     state.counts_after = counts(lake)
-    state.prefixes_after = {name_of(lake, t): token_prefixes(lake, t) for t in tables}
+    state.prefixes_after = {name_of(lake, t): token_prefixes(t) for t in tables}
     state.snapshot_after = snapshot_stats(lake)
     append_batch(lake.landing, batch=3, transactions=400)
-    run_dbt(lake.root, "build")
-    state.silver_customers_after_batch = lake.count(silver / "stg_core_banking__customers")
+    state.email = rotate(lake, "email", rebuild=True)
+    state.silver_customers_after_batch = row_count(silver / "stg_core_banking__customers")
     return state
 
 
@@ -164,7 +182,14 @@ def test_every_subject_token_moves_to_the_new_version_and_no_row_is_lost(rotated
                                             "gold/fct_card_activity"}  # fmt: skip
     assert all(prefixes == {"v1"} for prefixes in rotated.prefixes_before.values())
     assert all(prefixes == {"v2"} for prefixes in rotated.prefixes_after.values())
-    assert rotated.counts_after == rotated.counts_before
+    # After the rebuild every table has the same rows: joins, consent filters and k-thresholds
+    # all match on subject tokens, so a broken join would change a count. Marts over the audit
+    # log change with any build and are left out.
+    audit_marts = audit_derived_tables(rotated.lake)
+    assert audit_marts <= {"gold/agg_privacy_activity_by_day"}
+    assert {t: n for t, n in rotated.counts_after.items() if t not in audit_marts} == {
+        t: n for t, n in rotated.counts_before.items() if t not in audit_marts
+    }
     rewritten = {entry["table"]: entry for entry in rotated.subject["tables_rewritten"]}
     assert set(rewritten) == set(rotated.prefixes_before) | {"warehouse:snapshots.snap_customers"}
     for table, entry in rewritten.items():
@@ -174,8 +199,9 @@ def test_every_subject_token_moves_to_the_new_version_and_no_row_is_lost(rotated
     # The snapshot keeps its history: same rows, same subjects, now under the new version.
     rows, subjects, prefixes = rotated.snapshot_after
     assert (rows, subjects) == rotated.snapshot_before[:2] and prefixes == {"v2"}
-    assert rotated.subject["rebuild"]["success"] is True
-    assert rotated.subject["rebuild"]["node_statuses"].get("error", 0) == 0
+    for evidence in (rotated.subject, rotated.email):
+        assert evidence["rebuild"]["success"] is True
+        assert not {"error", "fail"} & set(evidence["rebuild"]["node_statuses"])
 
 
 def test_a_customers_transactions_still_join_their_customer_row(rotated):
@@ -204,12 +230,13 @@ def test_a_customers_transactions_still_join_their_customer_row(rotated):
         ).fetchone()[0]
         == 0
     )
-    home_countries = con.execute(
-        f"select count(*), count(home_country) from delta_scan('{gold}/fct_card_activity') "
+    # is_foreign compares with the customer's home country: null unless the customer joined.
+    activity, joined = con.execute(
+        f"select count(*), count(is_foreign) from delta_scan('{gold}/fct_card_activity') "
         "where subject_token = ?",
         [new_token],
     ).fetchone()
-    assert home_countries[0] > 0 and home_countries[0] == home_countries[1]
+    assert activity > 0 and joined == activity
 
 
 def test_joins_hold_after_a_new_batch_is_ingested_with_the_new_version(rotated):
@@ -229,7 +256,7 @@ def test_joins_hold_after_a_new_batch_is_ingested_with_the_new_version(rotated):
     rows, subjects, prefixes = snapshot_stats(lake)
     assert subjects == rotated.silver_customers_after_batch and prefixes == {"v2"}
     assert rows >= rotated.snapshot_before[0]
-    assert {p for t in subject_tables(lake) for p in token_prefixes(lake, t)} == {"v2"}
+    assert {p for t in subject_tables(lake) for p in token_prefixes(t)} == {"v2"}
 
 
 def test_tokens_equal_a_fresh_tokenization_of_the_landing_files(rotated):
@@ -351,37 +378,28 @@ def test_salts_without_ciphertext_are_refused_and_nothing_changes(rotated, capsy
 
 def test_erasure_by_the_new_token_reaches_the_one_data_key(rotated):
     """Runs last in this module: it shreds one subject of the rotated lake."""
-    lake = rotated.lake
-    table = lake.lake / CUSTOMERS
-    ring = open_keyring(lake)
+    table = rotated.lake.lake / CUSTOMERS
+    current = DeltaTable(str(table)).to_pyarrow_table(columns=["subject_token", "customer_id_enc"])
+    original = DeltaTable(str(table), version=0).to_pyarrow_table(
+        columns=["subject_token", "customer_id_enc"]
+    )
+    ring = open_keyring(rotated.lake)
     try:
         new_token = ring.token(rotated.customer_id, "subject")
-        evidence = ring.destroy_subject_key(new_token)
-        assert evidence["data_keys_destroyed"] == 1
-        current = (
-            DeltaTable(str(table))
-            .to_pyarrow_table()
-            .filter(
-                pa.compute.equal(
-                    DeltaTable(str(table)).to_pyarrow_table()["subject_token"], new_token
-                )
-            )
-        )
-        original = DeltaTable(str(table), version=0).to_pyarrow_table()
-        original = original.filter(pa.compute.equal(original["subject_token"], rotated.old_token))
-        assert current.num_rows >= 1 and original.num_rows >= 1
+        # One key behind both tokens: destroying it by the new token is the whole erasure.
+        assert ring.destroy_subject_key(new_token)["data_keys_destroyed"] == 1
         for rows, token in ((current, new_token), (original, rotated.old_token)):
+            mine = rows.filter(pc.equal(rows["subject_token"], token))
+            assert mine.num_rows >= 1
             with pytest.raises(KeyDestroyedError):
-                ring.decrypt(token, rows["customer_id_enc"][0].as_py(), "erasure_verification", "t")
-        # Everyone else still decrypts.
-        other = DeltaTable(str(table)).to_pyarrow_table().filter(
-            pa.compute.not_equal(DeltaTable(str(table)).to_pyarrow_table()["subject_token"],
-                                 new_token)
-        ).slice(0, 1)  # fmt: skip
-        assert ring.decrypt(
-            other["subject_token"][0].as_py(), other["customer_id_enc"][0].as_py(),
-            "erasure_verification", "t",
-        )  # fmt: skip
+                ring.decrypt(token, mine["customer_id_enc"][0].as_py(), "erasure_verification", "t")
+        # Everyone else still decrypts, in the current and in the old version.
+        for rows, token in ((current, new_token), (original, rotated.old_token)):
+            others = rows.filter(pc.not_equal(rows["subject_token"], token))
+            plain = ring.decrypt_many(
+                others["subject_token"], others["customer_id_enc"], "erasure_verification", "t"
+            )
+            assert others.num_rows >= 400 and plain.null_count == 0
     finally:
         ring.close()
 
@@ -422,7 +440,55 @@ def test_unmappable_tokens_refuse_the_rotation_before_anything_changes(demo_copy
     ring.close()
 
 
-def test_a_half_done_rotation_is_resumed_and_guards_destruction(demo_copy, capsys):
+def test_a_tampered_ciphertext_stops_the_rotation_before_anything_changes(demo_copy):
+    customers = demo_copy.lake / CUSTOMERS
+    rows = DeltaTable(str(customers)).to_pyarrow_table()
+    ciphertexts = rows["customer_id_enc"].to_pylist()
+    # Flip one character of the sealed bytes (after the format byte and nonce).
+    ciphertexts[0] = (
+        ciphertexts[0][:30] + ("A" if ciphertexts[0][30] != "A" else "B") + (ciphertexts[0][31:])
+    )
+    index = rows.schema.get_field_index("customer_id_enc")
+    rows = rows.set_column(index, "customer_id_enc", pa.array(ciphertexts))
+    write_deltalake(str(customers), rows, mode="overwrite")
+    before = delta_state(demo_copy)
+    with pytest.raises(rotation.RotationError) as failure:
+        rotate(demo_copy, "subject")
+    message = str(failure.value)
+    assert "TamperedCiphertextError" in message and "Nothing was changed" in message
+    assert ciphertexts[0] not in message and rows["subject_token"][0].as_py() not in message
+    assert delta_state(demo_copy) == before
+    ring = open_keyring(demo_copy)
+    assert [s["version"] for s in ring.status()["salts"] if s["salt"] == "subject"] == [1]
+    ring.close()
+
+
+def serving_token_prefixes(demo: Demo) -> set[str]:
+    prefixes = set()
+    for path in sorted((demo.lake / "serving").glob("*.duckdb")):
+        con = duckdb.connect(str(path), read_only=True)
+        try:
+            for schema, table in con.execute(
+                "select schema_name, table_name from duckdb_columns() "
+                "where column_name = 'subject_token'"
+            ).fetchall():
+                prefixes |= {
+                    row[0]
+                    for row in con.execute(
+                        "select distinct regexp_extract(subject_token, '^(v[0-9]+):', 1) "
+                        f'from "{schema}"."{table}"'
+                    ).fetchall()
+                }
+        finally:
+            con.close()
+    return prefixes
+
+
+def test_a_half_done_rotation_is_resumed_and_guards_destruction(demo, demo_copy, capsys):
+    # The clone has no target/: give it the manifest a build leaves, which serving reads.
+    (demo_copy.root / "target").mkdir()
+    shutil.copy(demo.root / "target" / "manifest.json", demo_copy.root / "target")
+    assert serving_token_prefixes(demo_copy) == {"v1"}  # the serving files hold tokens
     # A crash right after the key store switched: tables still hold version-1 tokens.
     ring = open_keyring(demo_copy)
     ring.rotate_salt("subject", grace=timedelta(0))
@@ -437,7 +503,10 @@ def test_a_half_done_rotation_is_resumed_and_guards_destruction(demo_copy, capsy
     resumed = json.loads(out)
     assert code == 0 and resumed["event"] == "salt_rotation_resumed"
     assert resumed["version_after"] == 2 and resumed["version_before"] is None
-    assert {p for t in subject_tables(demo_copy) for p in token_prefixes(demo_copy, t)} == {"v2"}
+    assert {p for t in subject_tables(demo_copy) for p in token_prefixes(t)} == {"v2"}
+    # Serving files (copies of gold) were republished with the new tokens, without a build.
+    assert resumed["serving_files"]["republished"]
+    assert serving_token_prefixes(demo_copy) == {"v2"}
     with demo_copy.env():
         code = keyring_module.run(parser.parse_args(["destroy-retired"]))
     destroyed = json.loads(capsys.readouterr().out)
@@ -457,7 +526,7 @@ def test_master_key_rotation_cost_counts_keys_not_rows(demo_copy, capsys):
     ring.close()
     live_salts = sum(1 for s in status["salts"] if s["state"] != "destroyed")
     data_keys = status["data_keys"]["active"]
-    rows = sum(lake.count(table) for table in lake.tables("bronze"))
+    rows = sum(row_count(table) for table in lake.tables("bronze"))
     assert rows > 10 * data_keys > 0  # many rows per key: a per-row cost would show
     parser = argparse.ArgumentParser()
     keyring_module.add_arguments(parser)

@@ -25,6 +25,8 @@ rejected as (
     where
         reject_reason is not null
         and (customer_id is null or {{ not_erased('customer_id') }})
+        -- rows without a customer number that an erasure found by content are tombstoned by record
+        and {{ not_erased("'record:' || record_hash") }}
     {%- if not loop.last %}
     union all
     {%- endif %}

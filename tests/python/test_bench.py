@@ -1,0 +1,267 @@
+"""The benchmark (bench/) works end to end at a tiny scale, and its privacy-off switch is refused
+everywhere but the benchmark target with the benchmark's environment variable.
+
+Speed is never asserted here: the benchmark reports figures, tests prove it produces them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .dbt_helpers import REPO, environment, failure_text, run_dbt, write_mini_project
+
+BENCH = REPO / "bench"
+sys.path.insert(0, str(BENCH))
+
+from measure import StepTimedOut, run_measured, summarize  # noqa: E402
+
+OFF_ENV = "PRIVACY_LAKEHOUSE_BENCH_PRIVACY_OFF"
+MODEL = """
+select
+    {{ salted_hash("'C0000001'") }} as customer_token,
+    {{ pseudonymize("'C0000001'", 'account') }} as account_token,
+    {{ encrypt_for_subject("'4000123412341234'", "'v1:00'") }} as card_number_enc
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# The privacy-off switch
+
+
+@pytest.fixture(scope="module")
+def switch_project(tmp_path_factory) -> Path:
+    return write_mini_project(
+        tmp_path_factory.mktemp("switch") / "project", {"models/switch_probe.sql": MODEL}
+    )
+
+
+def compile_probe(project: Path, target: str, variables: str, off_env: str | None):
+    bench_lake = project / "bench_lake"
+    bench_lake.mkdir(exist_ok=True)
+    env = {OFF_ENV: off_env or "", "PRIVACY_LAKEHOUSE_BENCH_LAKE": str(bench_lake)}
+    with environment(env):
+        result = run_dbt(
+            project,
+            "compile",
+            "--select",
+            "switch_probe",
+            "--target",
+            target,
+            "--vars",
+            variables,
+            expect_ok=False,
+        )
+    compiled = next((project / "target" / "compiled").rglob("switch_probe.sql"), None)
+    text = compiled.read_text() if compiled and result.success else ""
+    if compiled:
+        compiled.unlink()
+    return result, text
+
+
+NO_POLICY = "enforce_privacy_policy: false"
+
+
+@pytest.mark.parametrize(
+    ("target", "off_env", "refusal"),
+    [
+        ("dev", "1", "target is 'dev'"),
+        ("bench", "0", f"{OFF_ENV} is not 1"),
+    ],
+)
+def test_privacy_off_is_refused_outside_the_benchmark(switch_project, target, off_env, refusal):
+    result, text = compile_probe(
+        switch_project, target, f"{{{NO_POLICY}, privacy_treatments: off}}", off_env
+    )
+    assert not result.success
+    message = failure_text(result)
+    assert "privacy_treatments=off is refused" in message
+    assert refusal in message
+    assert text == ""
+
+
+def test_privacy_off_on_the_bench_target_emits_plain_values(switch_project):
+    result, text = compile_probe(
+        switch_project, "bench", f"{{{NO_POLICY}, privacy_treatments: off}}", "1"
+    )
+    assert result.success, failure_text(result)
+    assert "pl_token" not in text and "pl_encrypt" not in text
+    assert "cast('C0000001' as varchar) as customer_token" in text
+    assert "cast('C0000001' as varchar) as account_token" in text
+    assert "cast('4000123412341234' as varchar) as card_number_enc" in text
+
+
+def test_privacy_stays_on_by_default_even_on_the_bench_target(switch_project):
+    result, text = compile_probe(switch_project, "bench", f"{{{NO_POLICY}}}", "1")
+    assert result.success, failure_text(result)
+    assert "pl_token(cast('C0000001' as varchar), 'subject') as customer_token" in text
+    assert "pl_token(cast('C0000001' as varchar), 'account') as account_token" in text
+    assert "pl_encrypt(cast('v1:00' as varchar), cast('4000123412341234' as varchar))" in text
+
+
+def test_privacy_switch_rejects_other_values(switch_project):
+    result, _ = compile_probe(
+        switch_project, "bench", f"{{{NO_POLICY}, privacy_treatments: maybe}}", "1"
+    )
+    assert not result.success
+    assert "must be on or off, got maybe" in failure_text(result)
+
+
+# --------------------------------------------------------------------------------------------
+# Measuring
+
+
+def test_peak_memory_is_per_step_not_a_running_maximum(tmp_path):
+    big = run_measured(
+        [sys.executable, "-c", "b = bytearray(300 * 2**20); b[::4096] = b'x' * len(b[::4096])"]
+    )
+    small = run_measured([sys.executable, "-c", "pass"])
+    assert big.peak_rss_bytes > 300 * 2**20
+    assert small.peak_rss_bytes < 100 * 2**20
+    assert big.returncode == small.returncode == 0
+    summary = summarize([big, small])
+    assert summary["peak_rss_bytes"]["max"] == big.peak_rss_bytes
+    assert summary["peak_rss_bytes"]["min"] == small.peak_rss_bytes
+    assert summary["runs"] == 2
+
+
+def test_a_step_over_its_time_limit_is_stopped(tmp_path):
+    with pytest.raises(StepTimedOut, match="time limit"):
+        run_measured([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
+
+
+# --------------------------------------------------------------------------------------------
+# The benchmark, end to end at a tiny scale
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bench")
+    results = root / "results"
+    arguments = (
+        "--scale custom --customers 200 --transactions 2000 --repeat 1 "
+        "--only floor full_build privacy_off master_key_rotation retention keyring_rotation "
+        "--rotation-subjects 10000 20000 --step-timeout 120 --python-step-timeout 120"
+    ).split()
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "run.py"),
+            *arguments,
+            "--work-dir",
+            str(root / "work"),
+            "--results-dir",
+            str(results),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return results
+
+
+def test_tiny_run_writes_json_with_every_figure(tiny_run):
+    document = json.loads((tiny_run / "latest.json").read_text())
+    machine = document["machine"]
+    assert machine["cores"] >= 1 and machine["memory_bytes"] > 0 and machine["cpu_model"]
+    assert machine["versions"]["dbt-core"] and machine["versions"]["duckdb"]
+    run = document["scales"]["custom"]
+    assert (run["customers"], run["transactions"], run["repeat"]) == (200, 2000, 1)
+    for step in ("floor", "full_build", "privacy_off", "master_key_rotation", "retention"):
+        measured = run["steps"][step]
+        assert measured["runs"] == 1
+        assert measured["seconds"]["min"] == measured["seconds"]["median"] > 0
+        assert measured["peak_rss_bytes"]["median"] > 10 * 2**20
+    assert run["steps"]["floor"]["samples"][0]["details"]["rows"]["transactions"] == 2000
+    assert run["steps"]["full_build"]["slowest_nodes"][0]["seconds"] > 0
+    ratios = run["ratios"]
+    assert ratios["full_build_over_floor"] > 1
+    assert ratios["privacy_on_over_off"] > 0
+    assert ratios["incremental_over_full"] is None  # not asked for: reported, not invented
+    rotation = run["steps"]["master_key_rotation"]["details"]
+    assert rotation["data_keys_rewrapped"] >= 200  # one data key per customer, at least
+    stores = document["keyring_rotation"]
+    assert stores["10000"]["data_keys"]["active"] == 10000
+    assert stores["20000"]["data_keys"]["active"] == 20000
+    targets = {t["target"]: t for t in document["targets"]}
+    assert len(targets) == 7
+    assert targets["full build vs floor"]["figure"].endswith("x")
+    assert targets["full build vs floor"]["met"] == (ratios["full_build_over_floor"] <= 3)
+    assert targets["incremental +1%"]["met"] is None
+    assert targets["peak memory"]["met"] is True
+    flat = targets["master-key rotation flat in rows"]
+    assert flat["met"] is not None and "us/key" in flat["figure"]
+
+
+def test_tiny_run_writes_markdown_and_chart(tiny_run):
+    text = (tiny_run / "latest.md").read_text()
+    assert "| full `dbt build`, fresh lake |" in text
+    assert "| full `dbt build`, privacy treatments off |" in text
+    assert "## Targets" in text and "| peak memory | < 3 GB |" in text
+    assert "## Master-key rotation" in text
+    assert (tiny_run / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tiny_run / "runs" / "custom.json").is_file()
+
+
+def test_incremental_landing_adds_one_percent_and_leaves_the_base_alone(tmp_path):
+    from privacy_lakehouse.generate import generate_landing, read_summary
+    from run import Bench, Scale, parse_args
+
+    base = tmp_path / "s" / "landing"
+    generate_landing(base, customers=50, transactions=1000, seed=3)
+    before = {p: p.read_bytes() for p in base.rglob("*") if p.is_file()}
+    bench = Bench(parse_args(["--small", "--work-dir", str(tmp_path / "w")]))
+    scale = Scale("tiny", 50, 1000, 1, tmp_path / "s")
+    assert bench.ensure_incremental_landing(scale) == 10
+    assert {p: p.read_bytes() for p in base.rglob("*") if p.is_file()} == before
+    assert [b["batch"] for b in read_summary(base)["batches"]] == [1, 2]
+    appended = read_summary(scale.landing_incremental)["batches"]
+    assert [b["batch"] for b in appended] == [1, 2, 3]
+    assert appended[-1]["transactions"] == 10
+    for original in before:
+        copy = scale.landing_incremental / original.relative_to(base)
+        # Data files are shared, never copied; the summary is a copy (append_batch rewrites it).
+        is_summary = original.name.startswith("_")
+        assert copy.samefile(original) != is_summary
+        assert (copy.read_bytes() == before[original]) != is_summary
+
+
+def test_a_partial_run_updates_only_its_own_steps(tmp_path):
+    from run import merged
+
+    def step(seconds: float) -> dict:
+        return {"runs": 3, "seconds": {"median": seconds, "min": seconds, "max": seconds}}
+
+    path = tmp_path / "1m.json"
+    earlier = {
+        "customers": 100_000,
+        "transactions": 1_000_000,
+        "date": "earlier",
+        "steps": {"floor": step(1.0), "full_build": step(9.0)},
+        "not_measured": {"erasure_1": "time limit"},
+        "bytes_on_disk": {"lake": 5},
+    }
+    path.write_text(json.dumps(earlier))
+    later = {
+        "customers": 100_000,
+        "transactions": 1_000_000,
+        "repeat": 1,
+        "date": "later",
+        "steps": {"erasure_1": {**step(2.0), "runs": 1}},
+        "not_measured": {"salt_rotation": "time limit"},
+        "bytes_on_disk": {"landing": 7},
+    }
+    combined = merged(path, later)
+    assert set(combined["steps"]) == {"floor", "full_build", "erasure_1"}
+    assert combined["steps"]["full_build"]["seconds"]["median"] == 9.0
+    assert combined["steps"]["erasure_1"]["date"] == "later"
+    assert combined["not_measured"] == {"salt_rotation": "time limit"}
+    assert combined["bytes_on_disk"] == {"lake": 5, "landing": 7}
+    assert combined["repeat"] == 3
+    other_scale = {**later, "customers": 5}
+    assert merged(path, other_scale) is other_scale
