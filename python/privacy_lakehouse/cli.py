@@ -26,6 +26,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("audit", "privacy_lakehouse.audit_log", "Verify or show the tamper-evident audit log."),
     ("retention", "privacy_lakehouse.retention", "Enforce retention: delete, vacuum, clean logs."),
     ("erase", "privacy_lakehouse.erasure", "Erase data subjects everywhere and prove it."),
+    ("landing", "privacy_lakehouse.landing", "Purge landing files whose rows are all ingested."),
     ("serve", "privacy_lakehouse.serving", "Publish per-purpose DuckDB serving files from gold."),
     ("query", "privacy_lakehouse.access", "Run a read-only SQL query as a role for a purpose."),
 ]

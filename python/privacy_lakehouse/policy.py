@@ -67,6 +67,8 @@ POLICY_KEYS = (
     "releases",
     "roles",
 )
+# Sections other modules own and validate themselves (landing.parse_landing_policy).
+OPTIONAL_POLICY_KEYS = ("landing",)
 VALIDATED_RESOURCE_TYPES = ("model", "snapshot", "seed", "source")
 
 
@@ -154,8 +156,16 @@ def parse_policy(document: Any, path: Path | None = None) -> Policy:
         raise PolicyError(f"{where}: the policy must be a mapping of {', '.join(POLICY_KEYS)}")
 
     for key in document:
-        if key not in POLICY_KEYS:
-            problems.append(f"unknown top-level key {key!r}{_suggest(key, POLICY_KEYS)}")
+        if key not in POLICY_KEYS and key not in OPTIONAL_POLICY_KEYS:
+            known = POLICY_KEYS + OPTIONAL_POLICY_KEYS
+            problems.append(f"unknown top-level key {key!r}{_suggest(key, known)}")
+    if "landing" in document:
+        from privacy_lakehouse.landing import LandingError, parse_landing_policy
+
+        try:
+            parse_landing_policy(document)
+        except LandingError as error:
+            problems.append(f"landing: {error}")
     for key in POLICY_KEYS:
         if key not in document:
             problems.append(f"missing top-level key {key!r}")
