@@ -23,22 +23,5 @@
         {{ exceptions.raise_compiler_error("k_anonymity on " ~ model ~ ": k must be at least 1") }}
     {%- endif %}
 
-with groups as (
-    select
-        {% for qi in qis -%}
-        {{ adapter.quote(qi) }},
-        {% endfor -%}
-        count(distinct {{ adapter.quote(subject_column) }}) as subject_count
-    from {{ model }}
-    group by
-        {% for qi in qis -%}
-        {{ adapter.quote(qi) }}{{ "," if not loop.last }}
-        {% endfor %}
-)
-
-select
-    {{ privacy_lakehouse.privacy_group_hash(qis) }} as quasi_identifier_group,
-    subject_count
-from groups
-where subject_count < {{ k | int }}
+{{ privacy_lakehouse.privacy_groups_below(model, qis, subject_column, 'subject_count', k | int) }}
 {% endmacro %}

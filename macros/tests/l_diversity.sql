@@ -23,22 +23,5 @@
         {{ exceptions.raise_compiler_error("l_diversity on " ~ model ~ ": l must be at least 1") }}
     {%- endif %}
 
-with groups as (
-    select
-        {% for qi in qis -%}
-        {{ adapter.quote(qi) }},
-        {% endfor -%}
-        count(distinct {{ adapter.quote(sensitive_column) }}) as distinct_sensitive_values
-    from {{ model }}
-    group by
-        {% for qi in qis -%}
-        {{ adapter.quote(qi) }}{{ "," if not loop.last }}
-        {% endfor %}
-)
-
-select
-    {{ privacy_lakehouse.privacy_group_hash(qis) }} as quasi_identifier_group,
-    distinct_sensitive_values
-from groups
-where distinct_sensitive_values < {{ l | int }}
+{{ privacy_lakehouse.privacy_groups_below(model, qis, sensitive_column, 'distinct_sensitive_values', l | int) }}
 {% endmacro %}
