@@ -568,9 +568,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--step-timeout", type=float, default=1800,
                         help="stop a dbt or floor step after this many seconds and report it "
                         "as not measured (default 1800)")  # fmt: skip
-    parser.add_argument("--python-step-timeout", type=float, default=900,
+    parser.add_argument("--python-step-timeout", type=float, default=300,
                         help="the same for erasure, rotation and retention steps "
-                        "(default 900)")  # fmt: skip
+                        "(default 300)")  # fmt: skip
     parser.add_argument("--work-dir", default=str(BENCH_DIR / "work"))
     parser.add_argument("--results-dir", default=str(BENCH_DIR / "results"))
     args = parser.parse_args(argv)

@@ -179,7 +179,7 @@ def test_the_scan_finds_planted_secrets_in_every_kind_of_file(tmp_path):
     planted = {f"planted:{n}": os.urandom(32) for n in range(5)}
     index = SecretIndex({**planted, "never_written": os.urandom(32)})
     hex_secret = planted["planted:0"].hex()
-    # A Delta table, zstd-compressed among many other hex values: invisible to a byte scan.
+    # A Delta table, zstd-compressed among many other hex values.
     values = [os.urandom(32).hex() for _ in range(999)] + [hex_secret]
     table = tmp_path / "lake" / "bronze" / "leaky"
     write_deltalake(
@@ -187,8 +187,9 @@ def test_the_scan_finds_planted_secrets_in_every_kind_of_file(tmp_path):
         pa.table({"value": values}),
         writer_properties=WriterProperties(compression="ZSTD"),
     )
+    # Whether the raw bytes show the value depends on how zstd encodes this random page, so
+    # the scan decodes Parquet values instead of relying on a byte search.
     data_file = next(table.glob("*.parquet"))
-    assert hex_secret.encode() not in data_file.read_bytes()
     # A DuckDB file: one secret in a table, one in a view's SQL.
     con = duckdb.connect(str(tmp_path / "lake" / "warehouse.duckdb"))
     con.execute("create table t as select ? as note", [base64.b64encode(planted["planted:1"])])
