@@ -1,28 +1,35 @@
 {#-
-  Turns a landing relation into one JSON document per landing row, with a stable identity.
-  `doc` holds the row's non-null fields by name, so a column added by schema drift neither
-  breaks older files nor changes their hash; JSON lines that do not parse get doc = null and are
-  quarantined downstream. ingest_key = file name + record hash + occurrence, so re-reading the
-  same files yields the same keys (idempotent bronze) while verbatim duplicate rows in one file
-  stay distinct rows (landing rows = bronze rows + quarantined rows).
+  The rows of one landing table with a stable identity, read straight from its files.
+
+  landing_records(source_name, table_name, format='table'|'jsonl') selects the source's columns
+  declared in its YAML (a declared column missing from every file reads as NULL), plus:
+  - source_file: the landing file's name;
+  - record_hash: MD5 of the row's content. For tables, the non-null declared fields as
+    name=value in name order, so a column added by schema drift neither breaks older files nor
+    changes their hash; for JSON lines, of the line as delivered;
+  - ingest_key: MD5 of file name + record hash. Landing files are immutable, so re-reading a
+    file yields the same keys; a line repeated verbatim in one file is kept twice and shares
+    its key (landing rows = bronze rows + quarantined rows);
+  - raw_record: the row as delivered, for the quarantine only: the line (JSON lines) or the row
+    as a STRUCT (tables), which landing_record_text turns into text once the rejects are
+    filtered, so valid rows never pay for a JSON document;
+  - doc (JSON lines only): the parsed object, null when the line is not a JSON object.
+  No window over the rows and no JSON round trip for tables: this is the hot path of every build.
 -#}
-{% macro landing_records(relation, format='table') -%}
-  {{ return(adapter.dispatch('landing_records', 'privacy_lakehouse')(relation, format)) }}
+{% macro landing_records(source_name, table_name, format='table') -%}
+  {{ return(adapter.dispatch('landing_records', 'privacy_lakehouse')(source_name, table_name, format)) }}
 {%- endmacro %}
 
-{% macro default__landing_records(relation, format) -%}
+{% macro default__landing_records(source_name, table_name, format) -%}
   {{ exceptions.raise_compiler_error("landing_records is implemented for DuckDB only") }}
 {%- endmacro %}
 
-{% macro duckdb__landing_records(relation, format) -%}
+{% macro duckdb__landing_records(source_name, table_name, format) -%}
+    {%- set relation = source(source_name, table_name) -%}
+    {%- set columns = privacy_lakehouse.landing_declared_columns(source_name, table_name) -%}
     select
-        source_file,
-        doc,
-        raw_record,
-        record_hash,
-        md5(source_file || '|' || record_hash || '|' || cast(
-            row_number() over (partition by source_file, record_hash order by record_hash) as varchar
-        )) as ingest_key
+        *,
+        md5(source_file || '|' || record_hash) as ingest_key
     from (
         select
             regexp_extract(landing_row.filename, '[^/]+$') as source_file,
@@ -32,17 +39,53 @@
                 line (seen at 1M rows). try_cast makes every branch safe to evaluate. -#}
             case
                 when json_type(try_cast(landing_row.line as json)) = 'OBJECT'
-                    then cast(json_merge_patch('{}', try_cast(landing_row.line as json)) as varchar)
+                    then try_cast(landing_row.line as json)
             end as doc,
             landing_row.line as raw_record,
             md5(landing_row.line) as record_hash
-        {%- else %}
-            cast(json_merge_patch(
-                json_merge_patch('{}', to_json(landing_row)), '{"filename": null}'
-            ) as varchar) as doc,
-            doc as raw_record,
-            md5(doc) as record_hash
-        {%- endif %}
         from {{ relation }} as landing_row
+        {%- else %}
+            md5(concat_ws(chr(31)
+            {%- for column in columns | sort %},
+                '{{ column }}=' || landing_row.{{ adapter.quote(column) }}
+            {%- endfor %}
+            )) as record_hash,
+            landing_row as raw_record,
+            {%- for column in columns %}
+            landing_row.{{ adapter.quote(column) }}{% if not loop.last %},{% endif %}
+            {%- endfor %}
+        from (
+            select * from {{ relation }}
+            {#- Declared columns no file has yet (schema drift to come) read as NULL. #}
+            union all by name
+            select
+            {%- for column in columns %}
+                cast(null as varchar) as {{ adapter.quote(column) }}{% if not loop.last %},{% endif %}
+            {%- endfor %}
+            where false
+        ) as landing_row
+        {%- endif %}
     ) as described
+{%- endmacro %}
+
+{#- The column names a source table declares in its YAML (its landing contract). -#}
+{% macro landing_declared_columns(source_name, table_name) -%}
+    {%- if not execute -%}
+        {{ return(['pl_parse_placeholder']) }}
+    {%- endif -%}
+    {%- set node = graph.sources.get('source.' ~ project_name ~ '.' ~ source_name ~ '.' ~ table_name) -%}
+    {%- if node is none or not node.columns -%}
+        {{ exceptions.raise_compiler_error("landing_records: source " ~ source_name ~ "." ~ table_name ~ " declares no columns; its YAML is the landing contract") }}
+    {%- endif -%}
+    {{ return(node.columns.keys() | list) }}
+{%- endmacro %}
+
+{#- The text the quarantine keeps of a landing row: the line as delivered (JSON lines), or the
+    JSON of the row's non-null fields (tables). -#}
+{% macro landing_record_text(raw_record, format='table') -%}
+    {%- if format == 'jsonl' -%}
+        {{ raw_record }}
+    {%- else -%}
+        cast(json_merge_patch(json_merge_patch('{}', to_json({{ raw_record }})), '{"filename": null}') as varchar)
+    {%- endif -%}
 {%- endmacro %}

@@ -71,6 +71,7 @@ DEFAULT_SALT_GRACE = timedelta(days=7)
 DEV_KEY_WARNING = "privacy_lakehouse: using the local development master key file"
 
 KEY_BYTES = 32
+WRAPPED_KEY_BYTES = KEY_BYTES + 8  # AES key wrap (RFC 3394) adds one 8-byte block
 TOKEN_BYTES = 16
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -81,6 +82,11 @@ _AAD_PREFIX = b"privacy_lakehouse/ciphertext/v1\x00"
 _NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]{0,62}")
 _TOKEN_PATTERN = re.compile(r"v[1-9][0-9]{0,8}:[0-9a-f]{32}")
 _SQL_BATCH = 500  # tokens per IN (...) list, well under SQLite's variable limit
+_TEXT_OR_NULL = frozenset({str, type(None)})
+# Page cache per connection, in KiB. A chunk of new subjects dirties about one subject_keys page
+# per key; with SQLite's 2 MiB default the cache spills mid-transaction, which costs extra
+# journal syncs and rewrites of the same pages.
+_STORE_CACHE_KIB = 64 * 1024
 
 
 # --------------------------------------------------------------------------------------------
@@ -358,10 +364,28 @@ def _associated_data(subject_token: str) -> bytes:
     return _AAD_PREFIX + subject_token.encode("ascii")
 
 
-def _seal(aead: AESGCM, subject_token: str, plaintext: str) -> str:
-    nonce = os.urandom(NONCE_BYTES)
-    sealed = aead.encrypt(nonce, plaintext.encode("utf-8"), _associated_data(subject_token))
-    return base64.b64encode(bytes([CIPHERTEXT_FORMAT]) + nonce + sealed).decode("ascii")
+def _seal_rows(
+    aeads: dict[str, AESGCM | None], tokens: list[str | None], plaintexts: list[str | None]
+) -> list[str | None]:
+    """The ciphertext of each row under its subject's AEAD; a null plaintext stays null."""
+    # One urandom call yields every row's fresh random nonce (12 bytes each, never shared).
+    nonces = os.urandom(NONCE_BYTES * len(plaintexts))
+    header = bytes([CIPHERTEXT_FORMAT])
+    associated: dict[str, bytes] = {}
+    to_base64 = binascii.b2a_base64
+    out: list[str | None] = []
+    append = out.append
+    for row, (token, text) in enumerate(zip(tokens, plaintexts, strict=True)):
+        if text is None:
+            append(None)
+            continue
+        data = associated.get(token)
+        if data is None:
+            data = associated[token] = _associated_data(token)
+        nonce = nonces[row * NONCE_BYTES : (row + 1) * NONCE_BYTES]
+        sealed = aeads[token].encrypt(nonce, text.encode("utf-8"), data)
+        append(to_base64(header + nonce + sealed, newline=False).decode("ascii"))
+    return out
 
 
 def _open_sealed(aead: AESGCM, subject_token: str, ciphertext: str) -> str:
@@ -401,6 +425,17 @@ def _check_subject_token(token: object) -> str:
     return token
 
 
+def _check_subject_tokens(tokens: Sequence[object]) -> None:
+    """_check_subject_token for many tokens, without a Python call per valid token."""
+    try:
+        valid = all(map(_TOKEN_PATTERN.fullmatch, tokens))
+    except TypeError:  # a value that is not a string
+        valid = False
+    if not valid:
+        for token in tokens:
+            _check_subject_token(token)
+
+
 def _to_text(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{what} must be str or None, not {type(value).__name__}")
@@ -410,6 +445,20 @@ def _to_text(value: object, what: str) -> str:
 def _chunks(items: Sequence[Any], size: int = _SQL_BATCH) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _select_data_keys(
+    db: sqlite3.Connection, tokens: list[str]
+) -> list[tuple[str, bytes | None, int | None]]:
+    """(token, wrapped key or None if destroyed, master key version) of the tokens with a key."""
+    # The tokens travel as one JSON parameter instead of IN lists of bound values; CROSS JOIN
+    # keeps that list the outer loop, so each token costs one primary-key probe.
+    return db.execute(
+        "SELECT s.subject_token, d.wrapped_key, d.kek_version FROM json_each(?) AS wanted "
+        "CROSS JOIN subject_keys AS s ON s.subject_token = wanted.value "
+        "CROSS JOIN data_keys AS d ON d.key_id = s.key_id",
+        (json.dumps(tokens),),
+    ).fetchall()
 
 
 def _string_list(values: Any) -> list[str | None]:
@@ -481,6 +530,7 @@ def _connect_store(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA secure_delete = ON")
     db.execute("PRAGMA journal_mode = DELETE")
     db.execute("PRAGMA foreign_keys = ON")
+    db.execute(f"PRAGMA cache_size = -{_STORE_CACHE_KIB}")
     db.executescript(_SCHEMA)
     db.execute(
         "INSERT OR IGNORE INTO store_info (name, value) VALUES ('schema_version', ?)",
@@ -751,7 +801,14 @@ class Keyring:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (busy past the timeout, disk full) can leave the transaction
+                # open; roll it back so this keyring stays usable and nothing half-made remains.
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
 
     # ---- salts and tokens --------------------------------------------------------------
 
@@ -876,62 +933,71 @@ class Keyring:
     def _data_keys(self, tokens: Iterable[str], create: bool) -> dict[str, AESGCM | None]:
         """AEADs by subject token; None marks a destroyed key; missing ones created or left out."""
         found: dict[str, AESGCM | None] = {}
-        wanted = []
+        uncached = []
+        cached = self._aeads.get
         for token in set(tokens):
-            aead = self._aeads.get(token)
+            aead = cached(token)
             if aead is None:
-                wanted.append(_check_subject_token(token))
+                uncached.append(token)
             else:
                 found[token] = aead
-        if not wanted:
+        if not uncached:
             return found
+        _check_subject_tokens(uncached)
+        new_keys: dict[str, bytes] = {}
         with self._lock:
-            missing = self._load_data_keys(wanted, found)
-            if missing and create:
-                created: dict[str, AESGCM] = {}
+            if create:
                 with self._write() as db:
-                    # Another process may have created some since the read above.
-                    missing = self._load_data_keys(missing, found)
-                    first_id = db.execute(
-                        "SELECT coalesce(max(key_id), 0) + 1 FROM data_keys"
-                    ).fetchone()[0]
-                    now = _iso(_utcnow())
-                    key_rows, link_rows = [], []
-                    for key_id, token in enumerate(missing, start=first_id):
-                        key = AESGCM.generate_key(bit_length=256)
-                        wrapped = aes_key_wrap(self._kek, key)
-                        key_rows.append((key_id, wrapped, self._kek_version, now))
-                        link_rows.append((token, key_id))
-                        created[token] = AESGCM(key)
-                    db.executemany(
-                        "INSERT INTO data_keys (key_id, wrapped_key, kek_version, state, "
-                        "created_at) VALUES (?, ?, ?, 'active', ?)",
-                        key_rows,
-                    )
-                    db.executemany(
-                        "INSERT INTO subject_keys (subject_token, key_id) VALUES (?, ?)",
-                        link_rows,
-                    )
-                # Cached only once committed: a key lost in a rollback must never encrypt data.
-                self._aeads.update(created)
-                found.update(created)
-        return found
-
-    def _load_data_keys(self, tokens: Sequence[str], found: dict[str, AESGCM | None]) -> list[str]:
-        for batch in _chunks(tokens):
-            marks = ",".join("?" * len(batch))
-            rows = self._db.execute(
-                "SELECT s.subject_token, d.wrapped_key, d.kek_version FROM subject_keys s "
-                f"JOIN data_keys d USING (key_id) WHERE s.subject_token IN ({marks})",
-                tuple(batch),
-            ).fetchall()
+                    # Looked up inside the write transaction: one lookup serves reading and
+                    # creating, and it sees every key another process has committed.
+                    rows = _select_data_keys(db, uncached)
+                    if len(rows) < len(uncached):
+                        stored = {row[0] for row in rows}
+                        missing = [token for token in uncached if token not in stored]
+                        new_keys = self._insert_data_keys(db, missing)
+            else:
+                rows = _select_data_keys(self._db, uncached)
+            # Cached only once committed: a key lost in a rollback must never encrypt data.
             for token, wrapped, kek_version in rows:
                 if wrapped is None:
                     found[token] = None
                 else:
                     key = self._unwrap(wrapped, kek_version, "a subject data key")
                     found[token] = self._aeads[token] = AESGCM(key)
-        return [token for token in tokens if token not in found]
+            created = {token: AESGCM(key) for token, key in new_keys.items()}
+            self._aeads.update(created)
+        found.update(created)
+        return found
+
+    def _insert_data_keys(self, db: sqlite3.Connection, tokens: list[str]) -> dict[str, bytes]:
+        """Make, wrap and store one new data key per token; returns the keys by token."""
+        active = db.execute("SELECT version FROM kek_versions WHERE state = 'active'").fetchone()
+        if active is None or active[0] != self._kek_version:
+            # A key wrapped by a retired master key would be lost once that key is forgotten.
+            raise MasterKeyError(
+                "the key store was rotated to another master key since this keyring was opened: "
+                "reopen it"
+            )
+        first_id = db.execute("SELECT coalesce(max(key_id), 0) + 1 FROM data_keys").fetchone()[0]
+        material = os.urandom(KEY_BYTES * len(tokens))
+        keys = [material[start : start + KEY_BYTES] for start in range(0, len(material), KEY_BYTES)]
+        wrapped = b"".join([aes_key_wrap(self._kek, key) for key in keys])
+        if len(wrapped) != WRAPPED_KEY_BYTES * len(tokens):
+            raise KeyringError("a wrapped data key has an unexpected length")
+        listed = json.dumps(tokens)
+        # One statement per table, not one bound row per key: element i of the JSON token list
+        # becomes key_id first_id + i, and its wrapped key is slice i of the concatenated blob.
+        db.execute(
+            "INSERT INTO data_keys (key_id, wrapped_key, kek_version, state, created_at) "
+            "SELECT ?1 + key, substr(?2, key * ?3 + 1, ?3), ?4, 'active', ?5 FROM json_each(?6)",
+            (first_id, wrapped, WRAPPED_KEY_BYTES, self._kek_version, _iso(_utcnow()), listed),
+        )
+        db.execute(
+            "INSERT INTO subject_keys (subject_token, key_id) "
+            "SELECT value, ?1 + key FROM json_each(?2)",
+            (first_id, listed),
+        )
+        return dict(zip(tokens, keys, strict=True))
 
     def encrypt(self, subject_token: str, plaintext: str | None) -> str | None:
         """Authenticated ciphertext of `plaintext` under the subject's data key (made on demand)."""
@@ -944,26 +1010,20 @@ class Keyring:
         tokens, texts = _string_list(subject_tokens), _string_list(plaintexts)
         if len(tokens) != len(texts):
             raise KeyringError("subject tokens and plaintexts differ in length")
-        needed = set()
-        for token, text in zip(tokens, texts, strict=True):
-            if text is not None:
-                _to_text(text, "a value to encrypt")
-                if token is None:
-                    raise KeyringError("a value to encrypt has no subject token")
-                needed.add(token)
+        if not _TEXT_OR_NULL.issuperset(map(type, texts)):  # else str subclasses or bad values
+            for text in texts:
+                if text is not None:
+                    _to_text(text, "a value to encrypt")
+        needed = {token for token, text in zip(tokens, texts, strict=True) if text is not None}
+        if None in needed:
+            raise KeyringError("a value to encrypt has no subject token")
         aeads = self._data_keys(needed, create=True)
         if any(aeads[token] is None for token in needed):
             raise KeyDestroyedError(
                 "a subject's data key was destroyed (erased subject); new values for that subject "
                 "cannot be encrypted: filter erased subjects out before encrypting"
             )
-        return pa.array(
-            [
-                None if text is None else _seal(aeads[token], token, text)
-                for token, text in zip(tokens, texts, strict=True)
-            ],
-            pa.string(),
-        )
+        return pa.array(_seal_rows(aeads, tokens, texts), pa.string())
 
     def decrypt(
         self, subject_token: str, ciphertext: str | None, purpose: str, actor: str

@@ -73,9 +73,20 @@ class LandingSource:
     reader: str  # the source's external_location, with {glob} for the quoted file glob
     bronze_table: str  # relative to the lake
     lines: bool  # JSON lines read as text (one `line` column), else one column per field
+    columns: tuple[str, ...] = ()  # the columns a table source declares in its YAML
 
     def relation(self, landing_dir: Path) -> str:
+        """How dbt reads the source (its external_location)."""
         return self.reader.format(glob=_sql_string(f"{landing_dir}/{self.folder}/{self.pattern}"))
+
+    def rows(self, landing_dir: Path) -> str:
+        """The landing rows as landing_records sees them: a declared column missing from every
+        file reads as NULL."""
+        relation = self.relation(landing_dir)
+        if self.lines:
+            return relation
+        nulls = ", ".join(f"cast(null as varchar) as {_quote(c)}" for c in self.columns)
+        return f"(select * from {relation} union all by name select {nulls} where false)"
 
     @property
     def customer_id(self) -> str:
@@ -85,17 +96,18 @@ class LandingSource:
                 "case when json_valid(line) and json_type(line) = 'OBJECT' then "
                 "nullif(trim(json_merge_patch('{}', line) ->> 'customer_id'), '') end"
             )
-        return "nullif(trim(to_json(landing_row) ->> 'customer_id'), '')"
+        return "nullif(trim(landing_row.customer_id), '')"
 
     @property
     def record_hash(self) -> str:
         """The row's record_hash, as macros/ingest/landing_records.sql computes it."""
         if self.lines:
             return "md5(line)"
-        return (
-            "md5(cast(json_merge_patch(json_merge_patch('{}', to_json(landing_row)), "
-            """'{"filename": null}') as varchar))"""
+        fields = ", ".join(
+            f"{_sql_string(column + '=')} || landing_row.{_quote(column)}"
+            for column in sorted(self.columns)
         )
+        return f"md5(concat_ws(chr(31), {fields}))"
 
 
 _CSV = "read_csv({glob}, header=true, all_varchar=true, union_by_name=true, filename=true)"
@@ -114,6 +126,22 @@ LANDING_SOURCES: tuple[LandingSource, ...] = (
         _CSV,
         "bronze/raw_core_banking__customers",
         lines=False,
+        columns=(
+            "customer_id",
+            "first_name",
+            "last_name",
+            "email",
+            "phone",
+            "national_id",
+            "birth_date",
+            "street_address",
+            "postcode",
+            "city",
+            "country",
+            "created_at",
+            "updated_at",
+            "preferred_language",
+        ),
     ),
     LandingSource(
         "core_banking.accounts",
@@ -122,6 +150,16 @@ LANDING_SOURCES: tuple[LandingSource, ...] = (
         _CSV,
         "bronze/raw_core_banking__accounts",
         lines=False,
+        columns=(
+            "account_id",
+            "customer_id",
+            "account_type",
+            "iban",
+            "currency",
+            "opened_at",
+            "status",
+            "balance",
+        ),
     ),
     LandingSource(
         "cards.transactions",
@@ -130,6 +168,19 @@ LANDING_SOURCES: tuple[LandingSource, ...] = (
         "read_parquet({glob}, union_by_name=true, filename=true)",
         "bronze/raw_cards__transactions",
         lines=False,
+        columns=(
+            "transaction_id",
+            "account_id",
+            "customer_id",
+            "card_number",
+            "amount",
+            "currency",
+            "merchant_category",
+            "merchant_country",
+            "transaction_ts",
+            "channel",
+            "device_id",
+        ),
     ),
     LandingSource(
         "consent.events",
@@ -224,6 +275,10 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def _counts_by_file(conn, table: Path, source_name: str | None) -> dict[str, tuple[int, Any]]:
     if not DeltaTable.is_deltatable(str(table)):
         return {}
@@ -273,7 +328,7 @@ def account_landing_files(
                 continue
             in_bronze = _counts_by_file(conn, lake / source.bronze_table, None)
             in_quarantine = _counts_by_file(conn, quarantine, source.name)
-            relation = source.relation(settings.landing_dir)
+            relation = source.rows(settings.landing_dir)
             try:
                 # The source read exactly as dbt reads it, so rows and hashes agree with bronze.
                 rows = _rows_by_file(conn, relation)

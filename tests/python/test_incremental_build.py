@@ -4,8 +4,10 @@ history (SCD2)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 from privacy_lakehouse.generate import append_batch
@@ -113,3 +115,31 @@ def test_paths_are_the_copy(grown):
     finally:
         con.close()
     assert str(Path(copy.lake)) in sql
+
+
+def test_incremental_bronze_skips_landing_files_it_already_holds(grown):
+    """Ingested, unmodified landing files are skipped by name: rewriting one with new rows but
+    its old modification time adds nothing. Touching it afterwards (a re-delivery) makes the
+    next build read it again and append exactly the rows whose key is new."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    copy, *_ = grown
+    ingested = sorted((copy.landing / "cards" / "transactions").glob("*.parquet"))[0]
+    stat = ingested.stat()
+    rows = pq.read_table(ingested)
+    changed = rows.slice(0, 7)
+    changed = changed.set_column(
+        changed.schema.get_field_index("transaction_id"),
+        "transaction_id",
+        pc.binary_join_element_wise(changed["transaction_id"], "-redelivered", ""),
+    )
+    pq.write_table(pa.concat_tables([rows, changed]), ingested)
+    os.utime(ingested, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    table = copy.lake / "bronze" / "raw_cards__transactions"
+    before = copy.count(table)
+    run_dbt(copy.root, "build", "--select", "raw_cards__transactions")
+    assert copy.count(table) == before
+    os.utime(ingested)
+    run_dbt(copy.root, "build", "--select", "raw_cards__transactions")
+    assert copy.count(table) == before + 7

@@ -3,11 +3,12 @@
 with
 
 landing as (
-    select * from {{ ref('base_core_banking__accounts') }}
+    -- raw_record is for the quarantine only: not building it saves a JSON document per row
+    select * exclude (raw_record) from {{ ref('base_core_banking__accounts') }}
     where
         reject_reason is null
         and {{ not_erased('customer_id') }}
-        and {{ not_yet_ingested() }}
+        and {{ not_yet_ingested('core_banking', 'accounts') }}
 ),
 
 subjects as (

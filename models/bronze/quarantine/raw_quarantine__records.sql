@@ -6,13 +6,13 @@ with
 
 rejected as (
     {%- set sources = [
-        ('core_banking.customers', 'base_core_banking__customers'),
-        ('core_banking.accounts', 'base_core_banking__accounts'),
-        ('cards.transactions', 'base_cards__transactions'),
-        ('consent.events', 'base_consent__events'),
-        ('support.cases', 'base_support__cases'),
+        ('core_banking.customers', 'base_core_banking__customers', 'table'),
+        ('core_banking.accounts', 'base_core_banking__accounts', 'table'),
+        ('cards.transactions', 'base_cards__transactions', 'table'),
+        ('consent.events', 'base_consent__events', 'jsonl'),
+        ('support.cases', 'base_support__cases', 'jsonl'),
     ] %}
-    {%- for source_name, model_name in sources %}
+    {%- for source_name, model_name, format in sources %}
     select
         '{{ source_name }}' as source_name,
         source_file,
@@ -20,13 +20,14 @@ rejected as (
         record_hash,
         reject_reason,
         customer_id,
-        raw_record
+        {{ landing_record_text('raw_record', format) }} as raw_record
     from {{ ref(model_name) }}
     where
         reject_reason is not null
         and (customer_id is null or {{ not_erased('customer_id') }})
         -- rows without a customer number that an erasure found by content are tombstoned by record
         and {{ not_erased("'record:' || record_hash") }}
+        and {{ not_yet_ingested(*source_name.split('.'), where="source_name = '" ~ source_name ~ "'") }}
     {%- if not loop.last %}
     union all
     {%- endif %}
@@ -38,7 +39,6 @@ new_rows as (
         *,
         {{ salted_hash("coalesce(customer_id, 'quarantine:' || source_name || ':' || source_file)", 'subject') }} as subject_token
     from rejected
-    where {{ not_yet_ingested() }}
 )
 
 select

@@ -2,7 +2,7 @@
 with
 
 records as (
-    {{ landing_records(source('cards', 'transactions')) }}
+    {{ landing_records('cards', 'transactions') }}
 ),
 
 parsed as (
@@ -11,17 +11,17 @@ parsed as (
         record_hash,
         ingest_key,
         raw_record,
-        nullif(trim(doc ->> 'transaction_id'), '') as transaction_id,
-        nullif(trim(doc ->> 'account_id'), '') as account_id,
-        nullif(trim(doc ->> 'customer_id'), '') as customer_id,
-        nullif(trim(doc ->> 'card_number'), '') as card_number,
-        doc ->> 'amount' as amount,
-        doc ->> 'currency' as currency,
-        doc ->> 'merchant_category' as merchant_category,
-        doc ->> 'merchant_country' as merchant_country,
-        doc ->> 'transaction_ts' as transaction_ts,
-        doc ->> 'channel' as channel,
-        doc ->> 'device_id' as device_id
+        nullif(trim(transaction_id), '') as transaction_id,
+        nullif(trim(account_id), '') as account_id,
+        nullif(trim(customer_id), '') as customer_id,
+        nullif(trim(card_number), '') as card_number,
+        amount as amount,
+        currency as currency,
+        merchant_category as merchant_category,
+        merchant_country as merchant_country,
+        transaction_ts as transaction_ts,
+        channel as channel,
+        device_id as device_id
     from records
 )
 

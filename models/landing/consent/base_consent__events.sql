@@ -2,7 +2,7 @@
 with
 
 records as (
-    {{ landing_records(source('consent', 'events'), format='jsonl') }}
+    {{ landing_records('consent', 'events', format='jsonl') }}
 ),
 
 parsed as (

@@ -2,7 +2,7 @@
 with
 
 records as (
-    {{ landing_records(source('core_banking', 'accounts')) }}
+    {{ landing_records('core_banking', 'accounts') }}
 ),
 
 parsed as (
@@ -11,14 +11,14 @@ parsed as (
         record_hash,
         ingest_key,
         raw_record,
-        nullif(trim(doc ->> 'account_id'), '') as account_id,
-        nullif(trim(doc ->> 'customer_id'), '') as customer_id,
-        doc ->> 'iban' as iban,
-        doc ->> 'account_type' as account_type,
-        doc ->> 'currency' as currency,
-        doc ->> 'opened_at' as opened_at,
-        doc ->> 'status' as status,
-        doc ->> 'balance' as balance
+        nullif(trim(account_id), '') as account_id,
+        nullif(trim(customer_id), '') as customer_id,
+        iban as iban,
+        account_type as account_type,
+        currency as currency,
+        opened_at as opened_at,
+        status as status,
+        balance as balance
     from records
 )
 

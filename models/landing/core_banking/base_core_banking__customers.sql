@@ -2,7 +2,7 @@
 with
 
 records as (
-    {{ landing_records(source('core_banking', 'customers')) }}
+    {{ landing_records('core_banking', 'customers') }}
 ),
 
 parsed as (
@@ -13,21 +13,21 @@ parsed as (
         ingest_key,
         raw_record,
         -- direct identifiers (tokenized and encrypted in bronze)
-        nullif(trim(doc ->> 'customer_id'), '') as customer_id,
-        doc ->> 'first_name' as first_name,
-        doc ->> 'last_name' as last_name,
-        doc ->> 'email' as email,
-        doc ->> 'phone' as phone,
-        doc ->> 'national_id' as national_id,
-        doc ->> 'street_address' as street_address,
+        nullif(trim(customer_id), '') as customer_id,
+        first_name as first_name,
+        last_name as last_name,
+        email as email,
+        phone as phone,
+        national_id as national_id,
+        street_address as street_address,
         -- quasi-identifiers and attributes
-        doc ->> 'birth_date' as birth_date,
-        doc ->> 'postcode' as postcode,
-        doc ->> 'city' as city,
-        doc ->> 'country' as country,
-        doc ->> 'preferred_language' as preferred_language,
-        doc ->> 'created_at' as created_at,
-        doc ->> 'updated_at' as updated_at
+        birth_date as birth_date,
+        postcode as postcode,
+        city as city,
+        country as country,
+        preferred_language as preferred_language,
+        created_at as created_at,
+        updated_at as updated_at
     from records
 )
 

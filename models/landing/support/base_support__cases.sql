@@ -2,7 +2,7 @@
 with
 
 records as (
-    {{ landing_records(source('support', 'cases'), format='jsonl') }}
+    {{ landing_records('support', 'cases', format='jsonl') }}
 ),
 
 parsed as (
