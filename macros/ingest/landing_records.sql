@@ -1,7 +1,7 @@
 {#-
   The rows of one landing table with a stable identity, read straight from its files.
 
-  landing_records(source_name, table_name, format='table'|'jsonl') selects the source's columns
+  landing_records(source_name, table_name, format='table'|'jsonl', fields=[...]) selects the source's columns
   declared in its YAML (a declared column missing from every file reads as NULL), plus:
   - source_file: the landing file's name;
   - record_hash: MD5 of the row's content. For tables, the non-null declared fields as
@@ -13,20 +13,28 @@
   - raw_record: the row as delivered, for the quarantine only: the line (JSON lines) or the row
     as a STRUCT (tables), which landing_record_text turns into text once the rejects are
     filtered, so valid rows never pay for a JSON document;
-  - doc (JSON lines only): the parsed object, null when the line is not a JSON object.
+  - doc (JSON lines only): the line parsed once into a STRUCT of the VARCHAR `fields` (a field
+    the line lacks is NULL), or NULL when the line is not a JSON object.
   No window over the rows and no JSON round trip for tables: this is the hot path of every build.
 -#}
-{% macro landing_records(source_name, table_name, format='table') -%}
-  {{ return(adapter.dispatch('landing_records', 'privacy_lakehouse')(source_name, table_name, format)) }}
+{% macro landing_records(source_name, table_name, format='table', fields=[]) -%}
+  {{ return(adapter.dispatch('landing_records', 'privacy_lakehouse')(source_name, table_name, format, fields)) }}
 {%- endmacro %}
 
-{% macro default__landing_records(source_name, table_name, format) -%}
+{% macro default__landing_records(source_name, table_name, format, fields) -%}
   {{ exceptions.raise_compiler_error("landing_records is implemented for DuckDB only") }}
 {%- endmacro %}
 
-{% macro duckdb__landing_records(source_name, table_name, format) -%}
+{% macro duckdb__landing_records(source_name, table_name, format, fields) -%}
     {%- set relation = source(source_name, table_name) -%}
     {%- set columns = privacy_lakehouse.landing_declared_columns(source_name, table_name) -%}
+    {%- set structure = {} -%}
+    {%- for field in fields -%}
+        {%- do structure.update({field: 'VARCHAR'}) -%}
+    {%- endfor -%}
+    {%- if format == 'jsonl' and not fields -%}
+        {{ exceptions.raise_compiler_error("landing_records: JSON lines source " ~ source_name ~ "." ~ table_name ~ " needs the fields to parse") }}
+    {%- endif -%}
     select
         *,
         md5(source_file || '|' || record_hash) as ingest_key
@@ -39,7 +47,7 @@
                 line (seen at 1M rows). try_cast makes every branch safe to evaluate. -#}
             case
                 when json_type(try_cast(landing_row.line as json)) = 'OBJECT'
-                    then try_cast(landing_row.line as json)
+                    then json_transform(try_cast(landing_row.line as json), {{ privacy_lakehouse._privacy_string_literal(tojson(structure)) }})
             end as doc,
             landing_row.line as raw_record,
             md5(landing_row.line) as record_hash

@@ -27,14 +27,23 @@ def delta_extension_file() -> Path:
     )
 
 
+MEMORY_LIMIT_ENV = "PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT"
+
+
 def connection_config(extension_dir: Path) -> dict[str, Any]:
-    return {
+    config: dict[str, Any] = {
         "extension_directory": str(extension_dir),
         # Never fetch anything at run time; the extension comes from the pinned wheel.
         "autoinstall_known_extensions": False,
         "autoload_known_extensions": False,
         "allow_unsigned_extensions": False,
     }
+    # DuckDB's own default is 80% of RAM. A lower bound makes sorts, joins and aggregates spill
+    # to disk sooner: slower, and window operators can still run out (see bench/README.md).
+    memory_limit = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    return config
 
 
 def load_delta_extension(conn: duckdb.DuckDBPyConnection, extension_dir: Path) -> None:

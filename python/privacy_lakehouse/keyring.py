@@ -42,6 +42,7 @@ import sqlite3
 import sys
 import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -447,6 +448,11 @@ def _chunks(items: Sequence[Any], size: int = _SQL_BATCH) -> Iterator[Sequence[A
         yield items[start : start + size]
 
 
+def _json_token_list(tokens: Sequence[str]) -> str:
+    """A JSON array of checked subject tokens (v, digits, ':' and hex need no escaping)."""
+    return '["' + '","'.join(tokens) + '"]' if tokens else "[]"
+
+
 def _select_data_keys(
     db: sqlite3.Connection, tokens: list[str]
 ) -> list[tuple[str, bytes | None, int | None]]:
@@ -457,7 +463,7 @@ def _select_data_keys(
         "SELECT s.subject_token, d.wrapped_key, d.kek_version FROM json_each(?) AS wanted "
         "CROSS JOIN subject_keys AS s ON s.subject_token = wanted.value "
         "CROSS JOIN data_keys AS d ON d.key_id = s.key_id",
-        (json.dumps(tokens),),
+        (_json_token_list(tokens),),
     ).fetchall()
 
 
@@ -516,6 +522,9 @@ CREATE TABLE IF NOT EXISTS subject_keys (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS subject_keys_by_key ON subject_keys (key_id);
 """
+# AEAD objects kept for the most recently used subjects: more than one DuckDB chunk's worth
+# (2048 rows), so the several encrypted columns of a chunk reuse them.
+AEAD_CACHE_SIZE = 16384
 _SCHEMA_VERSION = "1"
 
 
@@ -564,7 +573,11 @@ class Keyring:
         self._lock = threading.RLock()
         self._active_salt_versions: dict[str, int] = {}
         self._salt_macs: dict[tuple[str, int], hmac.HMAC] = {}
-        self._aeads: dict[str, AESGCM] = {}
+        # Unwrapped data keys by subject token (32 bytes each), and AEAD objects for the most
+        # recently used of them: an AEAD object costs about 2.4 KB, so caching one per subject
+        # would take gigabytes at a million subjects.
+        self._data_key_bytes: dict[str, bytes] = {}
+        self._aeads: OrderedDict[str, AESGCM] = OrderedDict()
         self._db = _connect_store(self.store_path)
         try:
             self._kek_version, self._kek = self._resolve_master_key()
@@ -589,6 +602,7 @@ class Keyring:
         with self._lock:
             self._salt_macs.clear()
             self._aeads.clear()
+            self._data_key_bytes.clear()
             self._active_salt_versions.clear()
             self._kek = b""
             self._db.close()
@@ -934,13 +948,13 @@ class Keyring:
         """AEADs by subject token; None marks a destroyed key; missing ones created or left out."""
         found: dict[str, AESGCM | None] = {}
         uncached = []
-        cached = self._aeads.get
-        for token in set(tokens):
-            aead = cached(token)
-            if aead is None:
-                uncached.append(token)
-            else:
-                found[token] = aead
+        with self._lock:
+            for token in set(tokens):
+                aead = self._cached_aead(token)
+                if aead is None:
+                    uncached.append(token)
+                else:
+                    found[token] = aead
         if not uncached:
             return found
         _check_subject_tokens(uncached)
@@ -963,11 +977,31 @@ class Keyring:
                     found[token] = None
                 else:
                     key = self._unwrap(wrapped, kek_version, "a subject data key")
-                    found[token] = self._aeads[token] = AESGCM(key)
-            created = {token: AESGCM(key) for token, key in new_keys.items()}
-            self._aeads.update(created)
-        found.update(created)
+                    found[token] = self._cache_data_key(token, key)
+            for token, key in new_keys.items():
+                found[token] = self._cache_data_key(token, key)
         return found
+
+    def _cached_aead(self, token: str) -> AESGCM | None:
+        """The AEAD of a cached data key (callers hold the lock), or None when not cached."""
+        aead = self._aeads.get(token)
+        if aead is not None:
+            self._aeads.move_to_end(token)
+            return aead
+        key = self._data_key_bytes.get(token)
+        if key is None:
+            return None
+        return self._remember_aead(token, AESGCM(key))
+
+    def _cache_data_key(self, token: str, key: bytes) -> AESGCM:
+        self._data_key_bytes[token] = key
+        return self._remember_aead(token, AESGCM(key))
+
+    def _remember_aead(self, token: str, aead: AESGCM) -> AESGCM:
+        self._aeads[token] = aead
+        if len(self._aeads) > AEAD_CACHE_SIZE:
+            self._aeads.popitem(last=False)
+        return aead
 
     def _insert_data_keys(self, db: sqlite3.Connection, tokens: list[str]) -> dict[str, bytes]:
         """Make, wrap and store one new data key per token; returns the keys by token."""
@@ -984,7 +1018,7 @@ class Keyring:
         wrapped = b"".join([aes_key_wrap(self._kek, key) for key in keys])
         if len(wrapped) != WRAPPED_KEY_BYTES * len(tokens):
             raise KeyringError("a wrapped data key has an unexpected length")
-        listed = json.dumps(tokens)
+        listed = _json_token_list(tokens)
         # One statement per table, not one bound row per key: element i of the JSON token list
         # becomes key_id first_id + i, and its wrapped key is slice i of the concatenated blob.
         db.execute(
@@ -1131,6 +1165,7 @@ class Keyring:
                 )
                 for (token,) in linked:
                     self._aeads.pop(token, None)
+                    self._data_key_bytes.pop(token, None)
             destroyed = len(key_ids)
         return {
             "event": "subject_keys_destroyed",

@@ -179,3 +179,18 @@ def test_functions_are_visible_from_cursors_and_registration_is_repeatable(conn,
         )
     )
     assert set(duckdb_functions.FUNCTION_NAMES) <= names
+
+
+def test_memory_limit_comes_from_the_environment_only_when_set(monkeypatch, tmp_path):
+    from privacy_lakehouse import duckdb_setup
+
+    monkeypatch.delenv(duckdb_setup.MEMORY_LIMIT_ENV, raising=False)
+    assert "memory_limit" not in duckdb_setup.connection_config(tmp_path)
+    monkeypatch.setenv(duckdb_setup.MEMORY_LIMIT_ENV, "1536MiB")
+    config = duckdb_setup.connection_config(tmp_path)
+    conn = duckdb.connect(config=config)
+    try:
+        limit = conn.execute("select current_setting('memory_limit')").fetchone()[0]
+    finally:
+        conn.close()
+    assert limit == "1.5 GiB", limit

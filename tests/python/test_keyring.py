@@ -11,6 +11,8 @@ import os
 import re
 import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 import warnings
 from datetime import datetime, timedelta, timezone
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 from privacy_lakehouse import keyring as keyring_module
 from privacy_lakehouse.keyring import (
@@ -184,6 +187,22 @@ def test_batch_encrypt_and_decrypt(ring):
     assert ring.status()["data_keys"]["active"] == 3
 
 
+def test_the_aead_cache_is_bounded_and_evicted_keys_still_work(ring, store_path, monkeypatch):
+    """Only the most recent subjects keep an AEAD object (they are large); older ones are rebuilt
+    from the cached key bytes, never from a new key."""
+    monkeypatch.setattr(keyring_module, "AEAD_CACHE_SIZE", 4)
+    subjects = [ring.token(f"customer-{i}") for i in range(10)]
+    first = ring.encrypt_many(pa.array(subjects), pa.array([f"v{i}" for i in range(10)]))
+    assert len(ring._aeads) == 4
+    stored = {s: wrapped_data_key(store_path, s) for s in subjects}
+    again = ring.encrypt_many(pa.array(subjects), pa.array([f"w{i}" for i in range(10)]))
+    assert {s: wrapped_data_key(store_path, s) for s in subjects} == stored
+    assert len(ring._aeads) == 4 and ring.status()["data_keys"]["active"] == 10
+    both = pa.concat_arrays([first, again])
+    plain = ring.decrypt_many(pa.array(subjects * 2), both, PURPOSE, "tester").to_pylist()
+    assert plain == [f"v{i}" for i in range(10)] + [f"w{i}" for i in range(10)]
+
+
 def test_encrypting_needs_a_subject_token(ring):
     with pytest.raises(KeyringError) as caught:
         ring.encrypt("alice@example.com", "secret value")
@@ -292,6 +311,206 @@ def test_two_keyrings_and_threads_share_one_key_per_subject(store_path, master_k
         assert first.status()["data_keys"]["active"] == 200
         ciphertext = first.encrypt(subjects[7], "from first")
         assert second.decrypt(subjects[7], ciphertext, PURPOSE, "tester") == "from first"
+
+
+# ---- data keys in bulk ---------------------------------------------------------------------
+
+
+def open_with_stored_key(stored: dict[str, bytes], token: str, ciphertext: str) -> str:
+    """Decrypt with the data key the store holds for `token`, without the keyring's code."""
+    raw = base64.b64decode(ciphertext)
+    associated = b"privacy_lakehouse/ciphertext/v1\x00" + token.encode("ascii")
+    return AESGCM(stored[f"data:{token}"]).decrypt(raw[1:13], raw[13:], associated).decode()
+
+
+def test_keys_made_chunk_by_chunk_are_distinct_stored_and_readable(store_path, master_key):
+    with Keyring(store_path, StaticProvider(master_key)) as ring:
+        tokens = ring.tokens(pa.array([f"customer-{i}" for i in range(2500)])).to_pylist()
+        rows: list[tuple[str, str | None]] = []
+        ciphertexts: list[str | None] = []
+        # Chunks as DuckDB passes them: overlapping subjects, a repeated subject, null values.
+        for chunk in (range(0, 1000), range(900, 2000), range(1500, 2500)):
+            chunk_rows = [(tokens[i], None if i % 10 == 3 else f"value {i}") for i in chunk]
+            chunk_rows.append((tokens[chunk[0]], "again"))
+            chunk_tokens, values = zip(*chunk_rows, strict=True)
+            ciphertexts += ring.encrypt_many(pa.array(chunk_tokens), pa.array(values)).to_pylist()
+            rows += chunk_rows
+    with_values = {token for token, value in rows if value is not None}
+    assert len(with_values) == 2250  # a subject with only null values gets no key
+
+    db = sqlite3.connect(store_path)
+    try:
+        links = dict(db.execute("SELECT subject_token, key_id FROM subject_keys").fetchall())
+        stored_rows = db.execute(
+            "SELECT key_id, length(wrapped_key), kek_version, state, created_at FROM data_keys"
+        ).fetchall()
+    finally:
+        db.close()
+    assert set(links) == with_values
+    assert sorted(links.values()) == sorted(row[0] for row in stored_rows)  # one key per subject
+    assert {row[1:4] for row in stored_rows} == {(40, 1, "active")}
+    assert all(datetime.fromisoformat(row[4]) for row in stored_rows)
+    # The key stored for each token is the key its ciphertext was made with, and keys differ.
+    stored = stored_secrets(store_path, master_key)
+    assert len(set(stored.values())) == len(stored) == 2250 + 1  # and the subject salt
+    for (token, value), ciphertext in zip(rows, ciphertexts, strict=True):
+        assert (ciphertext is None) == (value is None)
+        if ciphertext is not None:
+            assert open_with_stored_key(stored, token, ciphertext) == value
+    with Keyring(store_path, StaticProvider(master_key)) as reopened:
+        row_tokens = [token for token, _ in rows]
+        plain = reopened.decrypt_many(row_tokens, ciphertexts, PURPOSE, "tester")
+        assert plain.to_pylist() == [value for _, value in rows]
+        # Existing keys are found, not replaced, when the new object encrypts for the subjects.
+        again = reopened.encrypt_many(row_tokens, [value for _, value in rows]).to_pylist()
+        assert reopened.status()["data_keys"]["active"] == 2250
+    for (token, value), ciphertext in zip(rows, again, strict=True):
+        if ciphertext is not None:
+            assert open_with_stored_key(stored, token, ciphertext) == value
+
+
+def test_a_bad_token_or_value_in_a_chunk_is_refused_before_any_key_is_made(ring):
+    good = [ring.token(f"customer-{i}") for i in range(5)]
+    for bad in (good[0] + "\n", good[0].upper(), "alice@example.com", 42, good[0].encode()):
+        with pytest.raises(KeyringError) as caught:
+            ring.encrypt_many([*good, bad], ["value"] * 6)
+        assert "alice" not in str(caught.value) and "customer" not in str(caught.value)
+    with pytest.raises(TypeError, match="must be str or None, not int"):
+        ring.encrypt_many(good, ["a", "b", 3, "d", "e"])
+    assert ring.status()["data_keys"]["active"] == 0
+
+    class Text(str):
+        pass
+
+    ciphertexts = ring.encrypt_many(good, [Text("a"), None, "c", Text("d"), "e"])
+    plain = ring.decrypt_many(good, ciphertexts, PURPOSE, "t").to_pylist()
+    assert plain == ["a", None, "c", "d", "e"]
+    assert ring.status()["data_keys"]["active"] == 4
+
+
+def test_a_keyring_uses_keys_another_keyring_made_after_it_opened(store_path, master_key):
+    with (
+        Keyring(store_path, StaticProvider(master_key)) as first,
+        Keyring(store_path, StaticProvider(master_key)) as second,
+    ):
+        tokens = [first.token(f"customer-{i}") for i in range(300)]
+        values = [f"value {i}" for i in range(300)]
+        from_first = first.encrypt_many(tokens[:200], values[:200])
+        # `second` has none of these keys cached: 200 exist in the store, 100 are new.
+        from_second = second.encrypt_many(tokens, values)
+        assert second.status()["data_keys"]["active"] == 300
+        assert (
+            second.decrypt_many(tokens[:200], from_first, PURPOSE, "t").to_pylist()
+            == (values[:200])
+        )
+        assert first.decrypt_many(tokens, from_second, PURPOSE, "t").to_pylist() == values
+
+
+CONCURRENT_ENCRYPTER = """
+import json, sys
+from privacy_lakehouse.keyring import EnvMasterKeyProvider, Keyring
+
+store, reverse = sys.argv[1], sys.argv[2] == "reverse"
+with Keyring(store, EnvMasterKeyProvider("TEST_MASTER_KEY")) as ring:
+    tokens = [ring.token(f"customer-{i}") for i in range(3000)]
+    starts = list(range(0, 3000, 250))
+    out = {}
+    for start in reversed(starts) if reverse else starts:
+        chunk = tokens[start : start + 500]  # chunks overlap, and the processes run opposite ways
+        sealed = ring.encrypt_many(chunk, [f"value {token}" for token in chunk]).to_pylist()
+        out.update(zip(chunk, sealed))
+print(json.dumps(out))
+"""
+
+
+def test_concurrent_processes_make_one_key_per_subject(store_path, master_key):
+    environment = {**os.environ, "TEST_MASTER_KEY": base64.b64encode(master_key).decode()}
+    with Keyring(store_path, StaticProvider(master_key)) as ring:
+        ring.create_salt("subject")  # the processes race for data keys, not for the salt
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", CONCURRENT_ENCRYPTER, str(store_path), direction],
+            env=environment,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for direction in ("forward", "reverse", "forward")
+    ]
+    results = []
+    for worker in workers:
+        output, _ = worker.communicate(timeout=120)
+        assert worker.returncode == 0
+        results.append(json.loads(output))
+    with Keyring(store_path, StaticProvider(master_key)) as ring:
+        assert ring.status()["data_keys"] == {
+            "active": 3000,
+            "destroyed": 0,
+            "subject_tokens": 3000,
+        }
+        for result in results:
+            tokens = list(result)
+            plain = ring.decrypt_many(tokens, list(result.values()), PURPOSE, "t").to_pylist()
+            assert plain == [f"value {token}" for token in tokens]
+
+
+def test_keys_of_a_failed_transaction_are_never_used(store_path, master_key, monkeypatch):
+    connect = keyring_module._connect_store
+
+    def impatient_connect(path):
+        db = connect(path)
+        db.execute("PRAGMA busy_timeout = 200")  # the default 30 s would only slow the test
+        return db
+
+    monkeypatch.setattr(keyring_module, "_connect_store", impatient_connect)
+    with Keyring(store_path, StaticProvider(master_key)) as ring:
+        other = sqlite3.connect(store_path, isolation_level=None)
+        tokens = [ring.token(f"customer-{i}") for i in range(50)]
+        values = [f"value {i}" for i in range(50)]
+        # A failure inside the transaction, after the data keys are inserted.
+        other.execute(
+            "CREATE TRIGGER refuse_links BEFORE INSERT ON subject_keys "
+            "BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            ring.encrypt_many(tokens, values)
+        other.execute("DROP TRIGGER refuse_links")
+        # A failure at COMMIT: a reader holds its lock past the busy timeout.
+        other.execute("BEGIN")
+        other.execute("SELECT count(*) FROM data_keys").fetchone()
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            ring.encrypt_many(tokens, values)
+        other.execute("ROLLBACK")
+        assert ring.status()["data_keys"]["active"] == 0  # both attempts were rolled back
+        ciphertexts = ring.encrypt_many(tokens, values)  # the keyring is still usable
+        assert ring.status()["data_keys"]["active"] == 50
+    other.close()
+    # Had a key of a failed attempt been cached, this ciphertext would not open from the store.
+    with Keyring(store_path, StaticProvider(master_key)) as reopened:
+        assert reopened.decrypt_many(tokens, ciphertexts, PURPOSE, "t").to_pylist() == values
+
+
+def test_no_new_key_is_wrapped_by_a_master_key_rotated_away(store_path, master_key):
+    new_master_key = os.urandom(32)
+    with (
+        Keyring(store_path, StaticProvider(master_key)) as stale,
+        Keyring(store_path, StaticProvider(master_key)) as rotating,
+    ):
+        subject = stale.token("customer-1")
+        stale.encrypt(subject, "before")
+        rotating.rotate_master_key(new_master_key)
+        with pytest.raises(MasterKeyError, match="reopen"):
+            stale.encrypt(stale.token("customer-2"), "after")
+    with Keyring(store_path, StaticProvider(new_master_key)) as reopened:
+        assert reopened.status()["data_keys"]["active"] == 1
+        later = reopened.token("customer-2")
+        ciphertext = reopened.encrypt(later, "after")
+        assert reopened.decrypt(later, ciphertext, PURPOSE, "t") == "after"
+    # Every key unwraps under the new master key (stored_secrets raises on any other wrapping).
+    assert set(stored_secrets(store_path, new_master_key)) == {
+        "salt:subject:1",
+        f"data:{subject}",
+        f"data:{later}",
+    }
 
 
 # ---- master key ----------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 {{ config(incremental_strategy='append', cluster_by='subject_token') }}
--- Card transactions as delivered. Card numbers are tokenized and encrypted once per distinct
--- card, then joined back: far cheaper than once per transaction.
+-- Card transactions as delivered. Cards, accounts and devices are tokenized (and card numbers
+-- encrypted) once per distinct value, then joined back: far cheaper than once per transaction.
 with
 
 landing as (
@@ -33,6 +33,13 @@ accounts as (
         account_id,
         {{ salted_hash('account_id', 'account') }} as account_token
     from (select distinct account_id from landing) as distinct_accounts
+),
+
+devices as (
+    select
+        device_id,
+        {{ salted_hash('device_id', 'device') }} as device_token
+    from (select distinct device_id from landing) as distinct_devices
 )
 
 select
@@ -51,7 +58,7 @@ select
     landing.merchant_country,
     landing.transaction_ts,
     landing.channel,
-    {{ salted_hash('landing.device_id', 'device') }} as device_token
+    devices.device_token
 from landing
 inner join cards_encrypted
     on
@@ -59,3 +66,5 @@ inner join cards_encrypted
         and landing.card_number = cards_encrypted.card_number
 left join accounts
     on landing.account_id = accounts.account_id
+left join devices
+    on landing.device_id = devices.device_id

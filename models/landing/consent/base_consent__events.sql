@@ -2,7 +2,7 @@
 with
 
 records as (
-    {{ landing_records('consent', 'events', format='jsonl') }}
+    {{ landing_records('consent', 'events', format='jsonl', fields=['event_id', 'customer_id', 'purpose', 'action', 'event_ts', 'channel']) }}
 ),
 
 parsed as (
@@ -12,12 +12,12 @@ parsed as (
         ingest_key,
         raw_record,
         doc is not null as is_parseable,
-        nullif(trim(doc ->> 'event_id'), '') as event_id,
-        nullif(trim(doc ->> 'customer_id'), '') as customer_id,
-        doc ->> 'purpose' as purpose,
-        doc ->> 'action' as consent_action,
-        doc ->> 'event_ts' as event_ts,
-        doc ->> 'channel' as channel
+        nullif(trim(doc.event_id), '') as event_id,
+        nullif(trim(doc.customer_id), '') as customer_id,
+        doc.purpose as purpose,
+        doc.action as consent_action,
+        doc.event_ts as event_ts,
+        doc.channel as channel
     from records
 )
 

@@ -2,7 +2,7 @@
 with
 
 records as (
-    {{ landing_records('support', 'cases', format='jsonl') }}
+    {{ landing_records('support', 'cases', format='jsonl', fields=['case_id', 'customer_id', 'opened_at', 'channel', 'category', 'status', 'note']) }}
 ),
 
 parsed as (
@@ -12,13 +12,13 @@ parsed as (
         ingest_key,
         raw_record,
         doc is not null as is_parseable,
-        nullif(trim(doc ->> 'case_id'), '') as case_id,
-        nullif(trim(doc ->> 'customer_id'), '') as customer_id,
-        doc ->> 'opened_at' as opened_at,
-        doc ->> 'channel' as channel,
-        doc ->> 'category' as category,
-        doc ->> 'status' as case_status,
-        doc ->> 'note' as note
+        nullif(trim(doc.case_id), '') as case_id,
+        nullif(trim(doc.customer_id), '') as customer_id,
+        doc.opened_at as opened_at,
+        doc.channel as channel,
+        doc.category as category,
+        doc.status as case_status,
+        doc.note as note
     from records
 )
 
