@@ -44,11 +44,14 @@
         {%- if format == 'jsonl' %}
             {#- try_cast, not `json_valid(line) and ...`: DuckDB may reorder that conjunction
                 when it pushes a filter on doc down, and then json_type fails on a truncated
-                line (seen at 1M rows). try_cast makes every branch safe to evaluate. -#}
-            case
+                line (seen at 1M rows). try_cast makes every branch safe to evaluate.
+                unnest([...]) is an optimization barrier: without it DuckDB copies the parse
+                into every pushed-down filter that reads a field, parsing each line about
+                eight times (2x slower at 10M rows). -#}
+            unnest([case
                 when json_type(try_cast(landing_row.line as json)) = 'OBJECT'
                     then json_transform(try_cast(landing_row.line as json), {{ privacy_lakehouse._privacy_string_literal(tojson(structure)) }})
-            end as doc,
+            end]) as doc,
             landing_row.line as raw_record,
             md5(landing_row.line) as record_hash
         from {{ relation }} as landing_row
