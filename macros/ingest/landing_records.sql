@@ -37,7 +37,7 @@
     {%- endif -%}
     select
         *,
-        md5(source_file || '|' || record_hash) as ingest_key
+        {{ privacy_lakehouse.landing_ingest_key('source_file', 'record_hash') }} as ingest_key
     from (
         select
             regexp_extract(landing_row.filename, '[^/]+$') as source_file,
@@ -53,14 +53,10 @@
                     then json_transform(try_cast(landing_row.line as json), {{ privacy_lakehouse._privacy_string_literal(tojson(structure)) }})
             end]) as doc,
             landing_row.line as raw_record,
-            md5(landing_row.line) as record_hash
+            {{ privacy_lakehouse.landing_record_hash(source_name, table_name, 'landing_row.line', format) }} as record_hash
         from {{ relation }} as landing_row
         {%- else %}
-            md5(concat_ws(chr(31)
-            {%- for column in columns | sort %},
-                '{{ column }}=' || landing_row.{{ adapter.quote(column) }}
-            {%- endfor %}
-            )) as record_hash,
+            {{ privacy_lakehouse.landing_record_hash(source_name, table_name, 'landing_row') }} as record_hash,
             landing_row as raw_record,
             {%- for column in columns %}
             landing_row.{{ adapter.quote(column) }}{% if not loop.last %},{% endif %}
@@ -99,4 +95,24 @@
     {%- else -%}
         cast(json_merge_patch(json_merge_patch('{}', to_json({{ raw_record }})), '{"filename": null}') as varchar)
     {%- endif -%}
+{%- endmacro %}
+
+{#- A landing row's record hash: MD5 of the line (JSON lines), or of the non-null declared fields
+    of the row as name=value in name order (tables). `row` is the line, or the row's alias or
+    STRUCT. The quarantine hashes its rejected rows itself, after filtering, with this macro. -#}
+{% macro landing_record_hash(source_name, table_name, row, format='table') -%}
+    {%- if format == 'jsonl' -%}
+        md5({{ row }})
+    {%- else -%}
+        md5(concat_ws(chr(31)
+        {%- for column in privacy_lakehouse.landing_declared_columns(source_name, table_name) | sort %},
+            '{{ column }}=' || {{ row }}.{{ adapter.quote(column) }}
+        {%- endfor %}
+        ))
+    {%- endif -%}
+{%- endmacro %}
+
+{#- The identity of a landing row in bronze: file name + record hash. -#}
+{% macro landing_ingest_key(source_file, record_hash) -%}
+    md5({{ source_file }} || '|' || {{ record_hash }})
 {%- endmacro %}

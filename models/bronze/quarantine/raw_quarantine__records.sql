@@ -6,18 +6,19 @@ with
 
 rejected as (
     {%- set sources = [
-        ('core_banking.customers', 'base_core_banking__customers', 'table'),
-        ('core_banking.accounts', 'base_core_banking__accounts', 'table'),
-        ('cards.transactions', 'base_cards__transactions', 'table'),
-        ('consent.events', 'base_consent__events', 'jsonl'),
-        ('support.cases', 'base_support__cases', 'jsonl'),
+        ('core_banking', 'customers', 'base_core_banking__customers', 'table'),
+        ('core_banking', 'accounts', 'base_core_banking__accounts', 'table'),
+        ('cards', 'transactions', 'base_cards__transactions', 'table'),
+        ('consent', 'events', 'base_consent__events', 'jsonl'),
+        ('support', 'cases', 'base_support__cases', 'jsonl'),
     ] %}
-    {%- for source_name, model_name, format in sources %}
+    {%- for source_name, table_name, model_name, format in sources %}
+    -- Hashed here, after the filter: hashing every landing row only to keep the rejects is the
+    -- cost DuckDB would otherwise pay (it does not push this filter below the base model's hash).
     select
-        '{{ source_name }}' as source_name,
+        '{{ source_name }}.{{ table_name }}' as source_name,
         source_file,
-        ingest_key,
-        record_hash,
+        {{ landing_record_hash(source_name, table_name, 'raw_record', format) }} as record_hash,
         reject_reason,
         customer_id,
         {{ landing_record_text('raw_record', format) }} as raw_record
@@ -25,9 +26,7 @@ rejected as (
     where
         reject_reason is not null
         and (customer_id is null or {{ not_erased('customer_id') }})
-        -- rows without a customer number that an erasure found by content are tombstoned by record
-        and {{ not_erased("'record:' || record_hash") }}
-        and {{ not_yet_ingested(*source_name.split('.'), where="source_name = '" ~ source_name ~ "'") }}
+        and {{ not_yet_ingested(source_name, table_name, where="source_name = '" ~ source_name ~ "." ~ table_name ~ "'") }}
     {%- if not loop.last %}
     union all
     {%- endif %}
@@ -37,8 +36,11 @@ rejected as (
 new_rows as (
     select
         *,
+        {{ landing_ingest_key('source_file', 'record_hash') }} as ingest_key,
         {{ salted_hash("coalesce(customer_id, 'quarantine:' || source_name || ':' || source_file)", 'subject') }} as subject_token
     from rejected
+    -- rows without a customer number that an erasure found by content are tombstoned by record
+    where {{ not_erased("'record:' || record_hash") }}
 )
 
 select
