@@ -105,7 +105,7 @@
         md5({{ row }})
     {%- else -%}
         md5(concat_ws(chr(31)
-        {%- for column in privacy_lakehouse.landing_declared_columns(source_name, table_name) | sort %},
+        {%- for column in landing_declared_columns(source_name, table_name) | sort %},
             '{{ column }}=' || {{ row }}.{{ adapter.quote(column) }}
         {%- endfor %}
         ))

@@ -8,6 +8,9 @@
         the same under a given salt version (rebuilds during a salt's grace period, erasure)
     pl_encrypt(subject_token VARCHAR, value VARCHAR) -> VARCHAR
         authenticated ciphertext under the subject's data key, created on first use
+    pl_ensure_subject_keys(subject_tokens VARCHAR[]) -> BOOLEAN
+        creates the missing data keys of a list of subjects in one key-store transaction (the
+        `ensure_subject_keys` macro aggregates a model's subjects into it before encrypting)
     pl_decrypt(subject_token VARCHAR, ciphertext VARCHAR, purpose VARCHAR) -> VARCHAR
         plaintext, only for a purpose the keyring allows; each call is reported to the keyring's
         audit callback; ciphertext of an erased subject (destroyed key) reads as NULL
@@ -33,7 +36,7 @@ import pyarrow.compute as pc
 
 from privacy_lakehouse.keyring import Keyring, KeyringError, PurposeNotAllowedError
 
-FUNCTION_NAMES = ("pl_token", "pl_token_at", "pl_encrypt", "pl_decrypt")
+FUNCTION_NAMES = ("pl_token", "pl_token_at", "pl_encrypt", "pl_ensure_subject_keys", "pl_decrypt")
 
 
 def default_actor() -> str:
@@ -65,24 +68,33 @@ def register(
     def pl_encrypt(subject_tokens: Any, values: Any) -> pa.Array:
         return keyring.encrypt_many(subject_tokens, values)
 
+    def pl_ensure_subject_keys(token_lists: Any) -> pa.Array:
+        lists = _array(token_lists)
+        for tokens in lists.to_pylist():
+            keyring.ensure_data_keys(tokens or ())
+        return pa.array([None if tokens is None else True for tokens in lists.to_pylist()])
+
     def pl_decrypt(subject_tokens: Any, ciphertexts: Any, purposes: Any) -> pa.Array:
         return _decrypt(keyring, actor, subject_tokens, ciphertexts, purposes)
 
     text, integer = duckdb.sqltype("VARCHAR"), duckdb.sqltype("INTEGER")
-    functions: list[tuple[str, Callable[..., pa.Array], list[Any], bool]] = [
-        ("pl_token", pl_token, [text, text], False),
-        ("pl_token_at", pl_token_at, [text, text, integer], False),
+    text_list, boolean = duckdb.list_type(text), duckdb.sqltype("BOOLEAN")
+    functions: list[tuple[str, Callable[..., pa.Array], list[Any], Any, bool]] = [
+        ("pl_token", pl_token, [text, text], text, False),
+        ("pl_token_at", pl_token_at, [text, text, integer], text, False),
         # A random nonce per call: DuckDB must neither fold nor deduplicate these calls.
-        ("pl_encrypt", pl_encrypt, [text, text], True),
+        ("pl_encrypt", pl_encrypt, [text, text], text, True),
+        # Writes to the key store: it must run, and run once per call.
+        ("pl_ensure_subject_keys", pl_ensure_subject_keys, [text_list], boolean, True),
         # Each call is audited, so it must really run for every query.
-        ("pl_decrypt", pl_decrypt, [text, text, text], True),
+        ("pl_decrypt", pl_decrypt, [text, text, text], text, True),
     ]
-    for name, function, parameters, side_effects in functions:
+    for name, function, parameters, returns, side_effects in functions:
         conn.create_function(
             name,
             function,
             parameters,
-            text,
+            returns,
             type="arrow",
             null_handling="special",
             side_effects=side_effects,

@@ -1037,6 +1037,16 @@ class Keyring:
         """Authenticated ciphertext of `plaintext` under the subject's data key (made on demand)."""
         return self.encrypt_many([subject_token], [plaintext])[0].as_py()
 
+    def ensure_data_keys(self, subject_tokens: Iterable[str | None]) -> int:
+        """Create the missing data keys of these subjects in one transaction; returns how many
+        subjects were asked for. Encrypting then finds every key made: one commit (and its
+        fsyncs) for a whole model instead of one per 2048-row chunk. A destroyed key stays
+        destroyed (encrypting for that subject still fails)."""
+        tokens = {token for token in subject_tokens if token is not None}
+        if tokens:
+            self._data_keys(tokens, create=True)
+        return len(tokens)
+
     def encrypt_many(self, subject_tokens: Any, plaintexts: Any) -> pa.Array:
         """Encrypt row by row, fetching or creating each subject's key once. Nulls stay null."""
         import pyarrow as pa

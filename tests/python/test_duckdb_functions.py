@@ -194,3 +194,23 @@ def test_memory_limit_comes_from_the_environment_only_when_set(monkeypatch, tmp_
     finally:
         conn.close()
     assert limit == "1.5 GiB", limit
+
+
+def test_pl_ensure_subject_keys_makes_every_key_once_before_encrypting(conn, ring):
+    conn.execute(
+        "create table ensure_people as select pl_token('customer-' || (i % 3000), 'subject') "
+        "as token, 'value ' || i as value from range(6000) as t(i)"
+    )
+    ready = column(conn, "select pl_ensure_subject_keys(list(distinct token)) from ensure_people")
+    assert ready == [True]
+    assert ring.status()["data_keys"]["active"] == 3000
+    # A second call and the encryption itself find the keys: none is added.
+    assert column(conn, "select pl_ensure_subject_keys(list(token)) from ensure_people") == [True]
+    rows = conn.execute("select token, value, pl_encrypt(token, value) from ensure_people")
+    tokens, values, sealed = (list(c) for c in zip(*rows.fetchall(), strict=True))
+    assert ring.status()["data_keys"]["active"] == 3000
+    assert ring.decrypt_many(tokens, sealed, PURPOSE, "tester").to_pylist() == values
+    # No rows: the aggregate is NULL and so is the answer; nothing is created.
+    none = "select pl_ensure_subject_keys(list(token)) from ensure_people where false"
+    assert column(conn, none) == [None]
+    assert ring.ensure_data_keys([None]) == 0

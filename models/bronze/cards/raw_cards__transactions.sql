@@ -21,11 +21,19 @@ cards as (
     from (select distinct customer_id, card_number from landing) as distinct_cards
 ),
 
+-- Every new subject's data key made in one key-store transaction before anything is encrypted
+-- (the join waits for it), instead of one commit per 2048-row chunk.
+subject_keys as (
+    select {{ ensure_subject_keys('subject_token') }} as keys_ready
+    from cards
+),
+
 cards_encrypted as (
     select
-        *,
-        {{ encrypt_for_subject('card_number', 'subject_token') }} as card_number_enc
+        cards.*,
+        {{ encrypt_for_subject('cards.card_number', 'cards.subject_token') }} as card_number_enc
     from cards
+    inner join subject_keys on subject_keys.keys_ready
 ),
 
 accounts as (

@@ -16,6 +16,13 @@ subjects as (
         *,
         {{ salted_hash('customer_id', 'subject') }} as subject_token
     from landing
+),
+
+-- Every new subject's data key made in one key-store transaction before anything is encrypted
+-- (the join waits for it), instead of one commit per 2048-row chunk.
+subject_keys as (
+    select {{ ensure_subject_keys('subject_token') }} as keys_ready
+    from subjects
 )
 
 select
@@ -33,3 +40,4 @@ select
     status,
     balance
 from subjects
+inner join subject_keys on subject_keys.keys_ready

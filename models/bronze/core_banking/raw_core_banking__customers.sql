@@ -17,6 +17,13 @@ subjects as (
         *,
         {{ salted_hash('customer_id', 'subject') }} as subject_token
     from landing
+),
+
+-- Every new subject's data key made in one key-store transaction before anything is encrypted
+-- (the join waits for it), instead of one commit per 2048-row chunk.
+subject_keys as (
+    select {{ ensure_subject_keys('subject_token') }} as keys_ready
+    from subjects
 )
 
 select
@@ -46,3 +53,4 @@ select
     created_at,
     updated_at
 from subjects
+inner join subject_keys on subject_keys.keys_ready

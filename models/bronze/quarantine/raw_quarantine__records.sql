@@ -41,6 +41,13 @@ new_rows as (
     from rejected
     -- rows without a customer number that an erasure found by content are tombstoned by record
     where {{ not_erased("'record:' || record_hash") }}
+),
+
+-- Every new subject's data key made in one key-store transaction before anything is encrypted
+-- (the join waits for it), instead of one commit per 2048-row chunk.
+subject_keys as (
+    select {{ ensure_subject_keys('subject_token') }} as keys_ready
+    from new_rows
 )
 
 select
@@ -54,3 +61,4 @@ select
     customer_id is not null as has_subject,
     {{ encrypt_for_subject('raw_record', 'subject_token') }} as record_enc
 from new_rows
+inner join subject_keys on subject_keys.keys_ready

@@ -30,6 +30,13 @@ subjects as (
         {{ salted_hash('landing.customer_id', 'subject') }} as subject_token
     from landing
     left join names on landing.customer_id = names.customer_id
+),
+
+-- Every new subject's data key made in one key-store transaction before anything is encrypted
+-- (the join waits for it), instead of one commit per 2048-row chunk.
+subject_keys as (
+    select {{ ensure_subject_keys('subject_token') }} as keys_ready
+    from subjects
 )
 
 select
@@ -49,3 +56,4 @@ select
         ~ "coalesce(nullif(last_name, ''), chr(0)), '[NAME]')"
     ) }} as note_redacted
 from subjects
+inner join subject_keys on subject_keys.keys_ready
