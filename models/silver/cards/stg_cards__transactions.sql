@@ -10,23 +10,11 @@ source as (
     {%- endif %}
 ),
 
--- Deduplicated by transaction id, first ingested wins. Re-delivered transactions are rare, so the
--- window runs over the repeated ids only; a window over every row would hold them all in memory.
-repeated as (
-    select transaction_id
-    from source
-    group by transaction_id
-    having count(*) > 1
-),
-
+-- One window over all rows. Narrowing it to the repeated ids (a UNION of an IN and a NOT IN
+-- arm) saves memory but hangs DuckDB 1.4 on incremental runs (duckdb/duckdb#24961).
 deduplicated as (
     select *
     from source
-    where transaction_id not in (select transaction_id from repeated)
-    union all
-    select *
-    from source
-    where transaction_id in (select transaction_id from repeated)
     qualify row_number() over (partition by transaction_id order by ingested_at, ingest_key) = 1
 )
 
