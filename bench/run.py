@@ -504,6 +504,8 @@ def node_timings(path: Path, top: int = 8) -> dict[str, Any]:
         "slowest": nodes[:top],
         "nodes": len(nodes),
         "node_seconds_total": round(sum(n["seconds"] for n in nodes), 2),
+        # Rows written per model: the privacy-off build must write exactly what privacy-on does.
+        "model_rows": {n["node"]: n["rows"] for n in nodes if n["kind"] == "model"},
     }
 
 

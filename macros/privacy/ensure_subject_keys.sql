@@ -15,7 +15,8 @@
 
 {% macro duckdb__ensure_subject_keys(subject_token_expr) -%}
     {%- if not privacy_lakehouse._privacy_treatments_enabled() -%}
-        {{ return('true') }}
+        {#- Still an aggregate (one row): a bare `true` would multiply the joined rows. -#}
+        {{ return('bool_or(true)') }}
     {%- endif -%}
     pl_ensure_subject_keys(list(distinct cast({{ subject_token_expr }} as varchar)))
 {%- endmacro %}

@@ -179,6 +179,10 @@ def test_tiny_run_writes_json_with_every_figure(tiny_run):
         assert measured["peak_rss_bytes"]["median"] > 10 * 2**20
     assert run["steps"]["floor"]["samples"][0]["details"]["rows"]["transactions"] == 2000
     assert run["steps"]["full_build"]["slowest_nodes"][0]["seconds"] > 0
+    # Switching treatments off changes values, never how many rows each model writes.
+    rows_on = run["steps"]["full_build"]["samples"][0]["details"]["model_rows"]
+    rows_off = run["steps"]["privacy_off"]["samples"][0]["details"]["model_rows"]
+    assert rows_on["raw_cards__transactions"] > 0 and rows_off == rows_on
     ratios = run["ratios"]
     assert ratios["full_build_over_floor"] > 1
     assert ratios["privacy_on_over_off"] > 0

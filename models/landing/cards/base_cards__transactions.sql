@@ -15,13 +15,13 @@ parsed as (
         nullif(trim(account_id), '') as account_id,
         nullif(trim(customer_id), '') as customer_id,
         nullif(trim(card_number), '') as card_number,
-        amount as amount,
-        currency as currency,
-        merchant_category as merchant_category,
-        merchant_country as merchant_country,
-        transaction_ts as transaction_ts,
-        channel as channel,
-        device_id as device_id
+        amount,
+        currency,
+        merchant_category,
+        merchant_country,
+        transaction_ts,
+        channel,
+        device_id
     from records
 )
 

@@ -13,12 +13,12 @@ parsed as (
         raw_record,
         nullif(trim(account_id), '') as account_id,
         nullif(trim(customer_id), '') as customer_id,
-        iban as iban,
-        account_type as account_type,
-        currency as currency,
-        opened_at as opened_at,
-        status as status,
-        balance as balance
+        iban,
+        account_type,
+        currency,
+        opened_at,
+        status,
+        balance
     from records
 )
 

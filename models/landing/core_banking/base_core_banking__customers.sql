@@ -14,20 +14,20 @@ parsed as (
         raw_record,
         -- direct identifiers (tokenized and encrypted in bronze)
         nullif(trim(customer_id), '') as customer_id,
-        first_name as first_name,
-        last_name as last_name,
-        email as email,
-        phone as phone,
-        national_id as national_id,
-        street_address as street_address,
+        first_name,
+        last_name,
+        email,
+        phone,
+        national_id,
+        street_address,
         -- quasi-identifiers and attributes
-        birth_date as birth_date,
-        postcode as postcode,
-        city as city,
-        country as country,
-        preferred_language as preferred_language,
-        created_at as created_at,
-        updated_at as updated_at
+        birth_date,
+        postcode,
+        city,
+        country,
+        preferred_language,
+        created_at,
+        updated_at
     from records
 )
 
