@@ -31,7 +31,7 @@
 
         select
             ingested.source_file,
-            landed.modified_at is not null and landed.modified_at > ingested.last_ingested_at as changed
+            landed.modified_at > ingested.last_ingested_at as changed
         from ingested
         inner join landed on ingested.source_file = landed.source_file
         order by ingested.source_file

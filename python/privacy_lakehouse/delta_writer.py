@@ -30,6 +30,7 @@ from dbt_common.exceptions import DbtRuntimeError
 from deltalake import DeltaTable, write_deltalake
 
 from privacy_lakehouse import duckdb_setup, hooks
+from privacy_lakehouse.sql_quote import quote_ident, sql_string
 
 log = logging.getLogger("privacy_lakehouse.delta_writer")
 
@@ -66,14 +67,6 @@ def _cast_for(duckdb_type: str) -> str | None:
     if upper.startswith(("UNION(", "ENUM(")):
         return "VARCHAR"
     return None
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def sql_string(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 @dataclass

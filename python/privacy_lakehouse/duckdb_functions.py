@@ -69,10 +69,10 @@ def register(
         return keyring.encrypt_many(subject_tokens, values)
 
     def pl_ensure_subject_keys(token_lists: Any) -> pa.Array:
-        lists = _array(token_lists)
-        for tokens in lists.to_pylist():
+        rows = _array(token_lists).to_pylist()
+        for tokens in rows:
             keyring.ensure_data_keys(tokens or ())
-        return pa.array([None if tokens is None else True for tokens in lists.to_pylist()])
+        return pa.array([None if tokens is None else True for tokens in rows])
 
     def pl_decrypt(subject_tokens: Any, ciphertexts: Any, purposes: Any) -> pa.Array:
         return _decrypt(keyring, actor, subject_tokens, ciphertexts, purposes)

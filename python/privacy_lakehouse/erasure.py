@@ -90,6 +90,7 @@ from privacy_lakehouse.erasure_verifier import (
 )
 from privacy_lakehouse.keyring import Keyring
 from privacy_lakehouse.settings import Settings, load_settings
+from privacy_lakehouse.sql_quote import quote_ident as _quote
 
 log = logging.getLogger("privacy_lakehouse.erasure")
 
@@ -210,10 +211,6 @@ def _utc_now() -> datetime:
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def default_actor(command: str = "erasure") -> str:

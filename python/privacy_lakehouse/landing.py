@@ -45,6 +45,8 @@ from privacy_lakehouse.audit_log import AuditLog
 from privacy_lakehouse.duckdb_setup import connect
 from privacy_lakehouse.hooks import BuildContext, after_build
 from privacy_lakehouse.settings import Settings, load_settings
+from privacy_lakehouse.sql_quote import quote_ident as _quote
+from privacy_lakehouse.sql_quote import sql_string as _sql_string
 
 POLICY_FILE = "privacy_policy.yml"
 POLICY_SECTION = "landing"
@@ -269,14 +271,6 @@ class FileAccount:
     @property
     def accounted(self) -> int:
         return self.bronze_rows + self.quarantine_rows + self.erased_rows
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _counts_by_file(conn, table: Path, source_name: str | None) -> dict[str, tuple[int, Any]]:

@@ -66,6 +66,8 @@ from privacy_lakehouse.keyring import (
     KeyringError,
 )
 from privacy_lakehouse.settings import Settings, load_settings
+from privacy_lakehouse.sql_quote import quote_ident as _ident
+from privacy_lakehouse.sql_quote import sql_string as _sql_string
 
 ROTATION_PURPOSE = "key_rotation"
 EVIDENCE_FOLDER = "rotation"
@@ -208,14 +210,6 @@ class LakeTable:
 
     def scan(self) -> str:
         return f"delta_scan({_sql_string(str(self.path))})"
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def delta_tables(lake_dir: Path) -> list[Path]:

@@ -38,6 +38,8 @@ from privacy_lakehouse.audit_log import AuditLog, AuditLogError
 from privacy_lakehouse.hooks import BuildContext, after_build
 from privacy_lakehouse.policy import Policy, PolicyError, column_meta, load_policy
 from privacy_lakehouse.settings import load_settings
+from privacy_lakehouse.sql_quote import quote_ident as _quote_ident
+from privacy_lakehouse.sql_quote import sql_string as _sql_string
 
 log = logging.getLogger("privacy_lakehouse.serving")
 
@@ -146,14 +148,6 @@ def served_models(models: Iterable[ModelColumns], purpose: str) -> list[ModelCol
 # ---------------------------------------------------------------------------------------------
 # Publishing
 # ---------------------------------------------------------------------------------------------
-
-
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _sql_string(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _now() -> str:
