@@ -16,6 +16,7 @@ STEP_LABELS = {
     "floor": "floor: landing -> Delta (DuckDB + delta-rs, no dbt)",
     "full_build": "full `dbt build`, fresh lake",
     "privacy_off": "full `dbt build`, privacy treatments off",
+    "bounded_build": "full `dbt build`, DuckDB memory bounded (`--memory-budget`)",
     "incremental": "incremental `dbt build` after +1% landing data",
     "erasure_1": "erasure of 1 subject (the command: delete, vacuum, verifier scan)",
     "erasure_1_delete": "erasure of 1 subject without the verifier scan",
@@ -102,6 +103,60 @@ def _rotation_points(runs: dict[str, dict], extras: dict[str, Any]) -> list[dict
     return points
 
 
+def rotation_row_effects(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """How rows change the time per key: each store with data rows against the store with fewer
+    rows whose key count is closest, and within 1.25x (per-key time also falls as fixed costs
+    spread over more keys, so only stores of similar key counts compare rows fairly)."""
+    out = []
+    for more in points:
+        peers = [
+            p for p in points
+            if p["rows"] < more["rows"] and 0.8 <= p["keys"] / more["keys"] <= 1.25
+        ]  # fmt: skip
+        if not peers:
+            continue
+        fewer = min(peers, key=lambda p: abs(p["keys"] - more["keys"]))
+        more_us, fewer_us = more["microseconds_per_key"], fewer["microseconds_per_key"]
+        out.append({"more": more["store"], "fewer": fewer["store"], "more_us": more_us,
+                    "fewer_us": fewer_us, "ratio": more_us / fewer_us})  # fmt: skip
+    return out
+
+
+# dbt builds that run with DuckDB's default memory limit (80% of RAM): DuckDB keeps what it may
+# as cache, so their peak says how much the machine offered, not what the pipeline needs.
+UNBOUNDED_BUILDS = ("full_build", "privacy_off", "incremental")
+
+
+def peak_memory_target(steps: dict[str, Any]) -> tuple[str, str, str | None, bool | None, str]:
+    """The peak-memory target: the bounded build and every other step (floor, erasure,
+    rotation, retention), with the unbounded builds' peaks quoted beside it."""
+    goal = "< 3 GB"
+    peaks = {
+        name: step["peak_rss_bytes"]["max"]
+        for name, step in steps.items()
+        if "peak_rss_bytes" in step and name not in UNBOUNDED_BUILDS
+    }
+    unbounded = ", ".join(
+        f"{name} {steps[name]['peak_rss_bytes']['max'] / GIB:.1f} GiB"
+        for name in UNBOUNDED_BUILDS
+        if "peak_rss_bytes" in steps.get(name, {})
+    )
+    if "bounded_build" not in peaks:
+        note = "not measured: needs the bounded_build step"
+        if unbounded:
+            note += f"; unbounded builds: {unbounded}"
+        return "peak memory", goal, None, None, note
+    worst = max(peaks, key=peaks.get)
+    budget = steps["bounded_build"].get("memory_limit", "?")
+    note = (
+        f"largest: {worst}; the full build with DuckDB limited to {budget} took "
+        f"{steps['bounded_build']['seconds']['median']:.1f} s"
+    )
+    if unbounded:
+        note += f"; with DuckDB's default limit (80% of RAM, used as cache): {unbounded}"
+    return "peak memory", goal, f"{peaks[worst] / GIB:.2f} GiB", peaks[worst] < 3 * 10**9, note
+
+
 def targets(runs: dict[str, dict], extras: dict[str, Any]) -> list[dict[str, Any]]:
     scale, run = _target_run(runs)
     steps = run.get("steps", {})
@@ -151,24 +206,23 @@ def targets(runs: dict[str, dict], extras: dict[str, Any]) -> list[dict[str, Any
         reason = not_measured.get("erasure_1_delete", "no erasure evidence")
         add("erasure of one subject: files rewritten", "< 5% of files", None, None,
             f"not measured: {reason}")  # fmt: skip
-    points = [p for p in _rotation_points(runs, extras) if p["keys"] >= 10_000]
-    if len(points) >= 2:
-        per_key = [p["microseconds_per_key"] for p in points]
-        spread = max(per_key) / min(per_key)
-        add("master-key rotation flat in rows", "time per key independent of rows (spread <= 1.5x)",
-            f"{min(per_key):.0f}-{max(per_key):.0f} us/key over "
-            f"{', '.join(p['store'] for p in points)} (spread {spread:.2f}x)",
-            spread <= 1.5,
+    comparisons = rotation_row_effects(_rotation_points(runs, extras))
+    if comparisons:
+        worst = max(comparisons, key=lambda c: c["ratio"])
+        add("master-key rotation flat in rows",
+            "time per key with more rows <= 1.5x that with fewer rows, at a similar key count",
+            "; ".join(
+                f"{c['more']} {c['more_us']:.1f} us/key vs {c['fewer']} "
+                f"{c['fewer_us']:.1f} us/key: {c['ratio']:.2f}x"
+                for c in comparisons
+            ),
+            worst["ratio"] <= 1.5,
             "rotation rewraps keys only; no data file is read or written")  # fmt: skip
     else:
         add("master-key rotation flat in rows", "time per key independent of rows", None, None,
-            "not measured: needs two key stores of >= 10k keys")  # fmt: skip
-    peaks = [s["peak_rss_bytes"]["max"] for s in steps.values() if "peak_rss_bytes" in s]
-    if peaks:
-        peak = max(peaks)
-        add("peak memory", "< 3 GB", f"{peak / GIB:.2f} GiB", peak < 3 * 10**9)
-    else:
-        add("peak memory", "< 3 GB", None, None)
+            "not measured: needs a lake and a data-free store of similar key counts")  # fmt: skip
+    name, goal, figure, met, note = peak_memory_target(steps)
+    add(name, goal, figure, met, f"{at}; {note}")
     return out
 
 

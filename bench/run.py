@@ -63,6 +63,7 @@ STEPS = [
     "floor",
     "full_build",
     "privacy_off",
+    "bounded_build",
     "incremental",
     "erasure_1",
     "erasure_100",
@@ -78,7 +79,9 @@ STEPS = [
 PER_SCALE_STEPS = set(STEPS) - {"keyring_rotation", "profile"}
 # Steps that need the lake of a privacy-on full build: every per-scale step but the two that
 # build their own output.
-NEEDS_PRIVACY_ON_LAKE = PER_SCALE_STEPS - {"floor", "privacy_off"}
+NEEDS_PRIVACY_ON_LAKE = PER_SCALE_STEPS - {"floor", "privacy_off", "bounded_build"}
+MEMORY_LIMIT_ENV = "PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_BUDGET = "2GB"  # DuckDB's share in the bounded build (the target is 3 GB in all)
 # Environment that would point the bench at someone's real keys or lake: never inherited.
 _SCRUBBED_ENV = (
     "PRIVACY_LAKEHOUSE_MASTER_KEY",
@@ -213,7 +216,8 @@ class Bench:
             shutil.rmtree(folder, ignore_errors=True)
 
     def dbt_build(self, scale: Scale, label: str, *, privacy: bool = True,
-                  landing: Path | None = None) -> Sample:  # fmt: skip
+                  landing: Path | None = None,
+                  memory_limit: str | None = None) -> Sample:  # fmt: skip
         argv = [DBT, "build", "--target", "bench", "--project-dir", str(self.project),
                 "--profiles-dir", str(self.project), "--target-path", str(scale.target),
                 "--log-path", str(scale.logs / "dbt")]  # fmt: skip
@@ -221,6 +225,8 @@ class Bench:
         if not privacy:
             argv += ["--vars", "{privacy_treatments: off}", "--exclude", *PRIVACY_OFF_EXCLUDE]
             extra[PRIVACY_OFF_ENV] = "1"
+        if memory_limit:
+            extra[MEMORY_LIMIT_ENV] = memory_limit
         sample = run_measured(
             argv,
             env=self.env(scale, landing, **extra),
@@ -291,7 +297,9 @@ class Bench:
         scale.root.mkdir(parents=True, exist_ok=True)
         result["landing"] = self.ensure_landing(scale)
         steps = result["steps"]
-        samples: dict[str, list[Sample]] = {"floor": [], "full_build": [], "privacy_off": []}
+        samples: dict[str, list[Sample]] = {
+            "floor": [], "full_build": [], "privacy_off": [], "bounded_build": []
+        }  # fmt: skip
         builds_wanted = self.only & NEEDS_PRIVACY_ON_LAKE
         # Steps on the built lake alone (no full_build asked): reuse the lake of an earlier run
         # at this scale when there is one; else build it once.
@@ -323,6 +331,17 @@ class Bench:
                     "privacy_off",
                     lambda r=run: self.dbt_build(scale, f"privacy_off_{r + 1}", privacy=False),
                 )
+            if "bounded_build" in self.only:
+                budget = self.args.memory_budget
+                log(f"{scale.name}: dbt build, DuckDB memory {budget}, "
+                    f"run {run + 1}/{scale.repeat}")  # fmt: skip
+                self.fresh_lake(scale)
+                attempt(
+                    "bounded_build",
+                    lambda r=run: self.dbt_build(
+                        scale, f"bounded_build_{r + 1}", memory_limit=self.args.memory_budget
+                    ),
+                )
             if run < build_runs:
                 log(f"{scale.name}: dbt build, run {run + 1}/{build_runs}")
                 self.fresh_lake(scale)
@@ -330,7 +349,9 @@ class Bench:
         for name, runs in samples.items():
             if runs:
                 steps[name] = summarize(runs, "seconds" if name == "floor" else None)
-        for name in ("full_build", "privacy_off"):
+        if samples["bounded_build"]:
+            steps["bounded_build"]["memory_limit"] = self.args.memory_budget
+        for name in ("full_build", "privacy_off", "bounded_build"):
             if samples[name]:
                 steps[name]["slowest_nodes"] = samples[name][-1].details.get("slowest", [])
         sizes = {"landing": scale.landing, "floor": scale.root / "floor"}
@@ -564,6 +585,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--python-step-timeout", type=float, default=300,
                         help="the same for erasure, rotation and retention steps "
                         "(default 300)")  # fmt: skip
+    parser.add_argument("--memory-budget", default=DEFAULT_MEMORY_BUDGET,
+                        help="DuckDB memory_limit of the bounded_build step, which measures the "
+                        f"peak-memory target (default {DEFAULT_MEMORY_BUDGET})")  # fmt: skip
     parser.add_argument("--work-dir", default=str(BENCH_DIR / "work"))
     parser.add_argument("--results-dir", default=str(BENCH_DIR / "results"))
     args = parser.parse_args(argv)

@@ -30,6 +30,7 @@ from dbt_common.exceptions import DbtRuntimeError
 from deltalake import DeltaTable, write_deltalake
 
 from privacy_lakehouse import duckdb_setup, hooks
+from privacy_lakehouse.delta_layout import writer_properties
 from privacy_lakehouse.sql_quote import quote_ident, sql_string
 
 log = logging.getLogger("privacy_lakehouse.delta_writer")
@@ -423,6 +424,7 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
             partition_by=spec.partition_by or None,
             configuration=props,
             target_file_size=file_size,
+            writer_properties=writer_properties(),
         )
         result.created = not exists
         table = DeltaTable(spec.location)
@@ -452,6 +454,7 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
                 schema_mode="overwrite",
                 partition_by=spec.partition_by or None,
                 target_file_size=file_size,
+                writer_properties=writer_properties(),
             )
         elif spec.mode == "append":
             write_deltalake(
@@ -461,6 +464,7 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
                 schema_mode=schema_mode,
                 partition_by=spec.partition_by or None,
                 target_file_size=file_size,
+                writer_properties=writer_properties(),
             )
         elif spec.mode == "merge":
             result.merge_metrics = _merge(
@@ -571,6 +575,7 @@ def _merge(table: DeltaTable, source, spec: WriteSpec, merge_schema: bool) -> di
             source_alias="source",
             target_alias="target",
             merge_schema=merge_schema,
+            writer_properties=writer_properties(),
         )
         .when_matched_update_all()
         .when_not_matched_insert_all()

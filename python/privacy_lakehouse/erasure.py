@@ -82,6 +82,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.transaction import AddAction, CommitProperties, RemoveAction
 
 from privacy_lakehouse.audit_log import AuditLog, find_personal_data
+from privacy_lakehouse.delta_layout import writer_properties
 from privacy_lakehouse.erasure_verifier import (
     SubjectTraces,
     TraceMatcher,
@@ -498,7 +499,13 @@ def _remove_by_rewrite(
                 # delta-rs writes the new file (and computes its log statistics as for any
                 # write) into a scratch table; the file then moves into the real table.
                 mode = "append" if (scratch / "_delta_log").exists() else "error"
-                write_deltalake(str(scratch), kept, mode=mode, configuration=configuration)
+                write_deltalake(
+                    str(scratch),
+                    kept,
+                    mode=mode,
+                    configuration=configuration,
+                    writer_properties=writer_properties(),
+                )
         if not actions:
             return
         for entry in sorted((scratch / "_delta_log").glob("*.json")) if scratch.exists() else []:
@@ -545,6 +552,7 @@ def _remove_by_merge(
                 predicate=f"target.{_quote(column)} = source.{_quote(column)}",
                 source_alias="source",
                 target_alias="target",
+                writer_properties=writer_properties(),
                 commit_properties=CommitProperties(custom_metadata={"userMetadata": COMMIT_NOTE}),
             )
             .when_matched_delete()
@@ -1255,15 +1263,11 @@ def _duckdb_subject_rows(database: Path, tokens: Sequence[str]) -> pa.Table | No
     """The subjects' rows of every DuckDB table with a subject_token column (read-only)."""
     if not tokens:
         return None
-    from privacy_lakehouse.erasure_verifier import read_duckdb_tables
+    from privacy_lakehouse.erasure_verifier import read_duckdb_rows
 
     parts = []
-    for _, table in read_duckdb_tables(database, required_column=SUBJECT_COLUMN):
-        table = _plain_types(table)
-        mask = pc.fill_null(
-            pc.is_in(table[SUBJECT_COLUMN].cast(pa.string()), value_set=pa.array(tokens)), False
-        )
-        matched = table.filter(mask)
+    for _, matched in read_duckdb_rows(database, SUBJECT_COLUMN, tokens):
+        matched = _plain_types(matched)
         if matched.num_rows:
             parts.append(
                 matched.select(

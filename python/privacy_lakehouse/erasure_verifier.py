@@ -46,6 +46,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -514,13 +515,20 @@ def _relation(schema: str, table: str) -> str:
     return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
 
 
-def read_duckdb_tables(
-    path: Path, required_column: str | None = None
+def read_duckdb_rows(
+    path: Path, column: str, values: Sequence[str]
 ) -> Iterator[tuple[str, pa.Table]]:
-    """Every base table of a DuckDB file (optionally only those with a column), as Arrow."""
+    """The rows of every base table of a DuckDB file that has `column` and whose value there is
+    one of `values`. DuckDB filters, so the other rows are never fetched; the values travel as
+    a registered Arrow table, never in SQL text."""
     with duckdb_snapshot(path) as conn:
-        for schema, table in _base_tables(conn, required_column):
-            data = conn.execute(f"select * from {_relation(schema, table)}").fetch_arrow_table()
+        conn.register("pl_wanted_values", pa.table({"value": pa.array(list(values), pa.string())}))
+        quoted = '"' + column.replace('"', '""') + '"'
+        for schema, table in _base_tables(conn, column):
+            data = conn.execute(
+                f"select * from {_relation(schema, table)} "
+                f"where cast({quoted} as varchar) in (select value from pl_wanted_values)"
+            ).fetch_arrow_table()
             yield f"{schema}.{table}", data
 
 
@@ -536,6 +544,36 @@ def scan_duckdb_values(path: Path, matcher: TraceMatcher) -> tuple[Counter, int]
                     hits.update(column_hits)
                     scanned += count
     return hits, scanned
+
+
+VERIFY_THREADS = 4  # at most; never more than the machine's cores
+
+
+@dataclass
+class _FileScan:
+    path: Path
+    kind: str
+    size: int = 0
+    values: int = 0
+    raw: Counter = field(default_factory=Counter)
+    decoded: Counter | None = None
+    error: str | None = None
+
+
+def _scan_file(path: Path, matcher: TraceMatcher) -> _FileScan:
+    """Raw bytes of one file, and its decoded values where it is Parquet or DuckDB. A file that
+    cannot be read is reported by error type: nothing is proven about it."""
+    scan = _FileScan(path, _file_kind(path))
+    try:
+        scan.size = path.stat().st_size
+        scan.raw = scan_file_bytes(path, matcher)
+        if path.name.endswith(".parquet"):
+            scan.decoded, scan.values = scan_parquet_values(path, matcher)
+        elif scan.kind == "duckdb":
+            scan.decoded, scan.values = scan_duckdb_values(path, matcher)
+    except Exception as error:  # noqa: BLE001 - an unreadable file proves nothing
+        scan.error = type(error).__name__
+    return scan
 
 
 def verify_erasure(
@@ -573,24 +611,23 @@ def verify_erasure(
         for (category, kind, subject), count in sorted(grouped.items()):
             findings.append(Finding(shown(path), how, category, kind, subject, count))
 
-    for path in iter_files(roots):
-        kind = _file_kind(path)
-        files_scanned[kind] += 1
-        try:
-            bytes_scanned += path.stat().st_size
-            record(path, "raw", scan_file_bytes(path, matcher))
-            if path.name.endswith(".parquet"):
-                hits, count = scan_parquet_values(path, matcher)
-                values_scanned += count
-                record(path, "decoded", hits)
-            elif kind == "duckdb":
-                hits, count = scan_duckdb_values(path, matcher)
-                values_scanned += count
-                record(path, "decoded", hits)
-        except Exception as error:  # noqa: BLE001 - an unreadable file proves nothing
-            findings.append(
-                Finding(shown(path), "unreadable", "unreadable", type(error).__name__, "*", 1)
-            )
+    # Files are scanned in parallel: Arrow's regex kernels and Parquet decoding release the
+    # GIL, so each core scans its own file. Results are recorded in file order.
+    workers = max(1, min(VERIFY_THREADS, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pl-verify") as pool:
+        scans = pool.map(lambda path: _scan_file(path, matcher), iter_files(roots))
+        for scan in scans:
+            files_scanned[scan.kind] += 1
+            bytes_scanned += scan.size
+            values_scanned += scan.values
+            if scan.error is not None:
+                findings.append(
+                    Finding(shown(scan.path), "unreadable", "unreadable", scan.error, "*", 1)
+                )
+                continue
+            record(scan.path, "raw", scan.raw)
+            if scan.decoded is not None:
+                record(scan.path, "decoded", scan.decoded)
     needle_counts = Counter(n.category for n in needles)
     return VerificationReport(
         passed=not findings,

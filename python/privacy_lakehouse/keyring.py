@@ -467,6 +467,15 @@ def _select_data_keys(
     ).fetchall()
 
 
+def _select_subjects_with_keys(db: sqlite3.Connection, tokens: list[str]) -> list[tuple[str]]:
+    """The tokens that have a data key row (destroyed keys included), without reading keys."""
+    return db.execute(
+        "SELECT s.subject_token FROM json_each(?) AS wanted "
+        "CROSS JOIN subject_keys AS s ON s.subject_token = wanted.value",
+        (_json_token_list(tokens),),
+    ).fetchall()
+
+
 def _string_list(values: Any) -> list[str | None]:
     import pyarrow as pa
 
@@ -1041,10 +1050,26 @@ class Keyring:
         """Create the missing data keys of these subjects in one transaction; returns how many
         subjects were asked for. Encrypting then finds every key made: one commit (and its
         fsyncs) for a whole model instead of one per 2048-row chunk. A destroyed key stays
-        destroyed (encrypting for that subject still fails)."""
+        destroyed (encrypting for that subject still fails).
+
+        Existing keys are only looked up, never unwrapped: a model's subjects can number
+        millions, and an AES-GCM object per key costs about 2.4 KB."""
         tokens = {token for token in subject_tokens if token is not None}
-        if tokens:
-            self._data_keys(tokens, create=True)
+        if not tokens:
+            return 0
+        with self._lock:
+            unknown = [t for t in tokens if t not in self._data_key_bytes]
+        if not unknown:
+            return len(tokens)
+        _check_subject_tokens(unknown)
+        with self._lock, self._write() as db:
+            stored = {row[0] for row in _select_subjects_with_keys(db, unknown)}
+            missing = [token for token in unknown if token not in stored]
+            new_keys = self._insert_data_keys(db, missing) if missing else {}
+        with self._lock:
+            # Cached (as bytes only) once committed: a key lost in a rollback must never
+            # encrypt data.
+            self._data_key_bytes.update(new_keys)
         return len(tokens)
 
     def encrypt_many(self, subject_tokens: Any, plaintexts: Any) -> pa.Array:

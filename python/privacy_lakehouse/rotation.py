@@ -57,6 +57,7 @@ from deltalake import DeltaTable, write_deltalake
 from privacy_lakehouse import duckdb_functions
 from privacy_lakehouse.audit_log import AuditLog
 from privacy_lakehouse.build_evidence import decrypt_recorder, policy_version
+from privacy_lakehouse.delta_layout import writer_properties
 from privacy_lakehouse.duckdb_setup import connect, connection_config
 from privacy_lakehouse.keyring import (
     DEFAULT_DECRYPT_PURPOSES,
@@ -495,6 +496,7 @@ def _rewrite_delta_table(
         pa.RecordBatchReader.from_batches(reader.schema, counted()),
         mode="overwrite",
         partition_by=delta.metadata().partition_columns or None,
+        writer_properties=writer_properties(),
     )
     if counter["rows"] != rows_before:
         raise RotationError(

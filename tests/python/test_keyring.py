@@ -406,6 +406,28 @@ def test_a_keyring_uses_keys_another_keyring_made_after_it_opened(store_path, ma
         assert first.decrypt_many(tokens, from_second, PURPOSE, "t").to_pylist() == values
 
 
+def test_ensuring_keys_creates_only_missing_ones_and_unwraps_nothing(store_path, master_key):
+    with (
+        Keyring(store_path, StaticProvider(master_key)) as first,
+        Keyring(store_path, StaticProvider(master_key)) as second,
+    ):
+        tokens = [first.token(f"customer-{i}") for i in range(500)]
+        assert first.ensure_data_keys(tokens[:300]) == 300
+        first.destroy_subject_key(tokens[0])
+        stored_before = {t: wrapped_data_key(store_path, t) for t in tokens[:300]}
+        # `second` has nothing cached: 299 keys exist, one is destroyed, 200 are new.
+        assert second.ensure_data_keys([*tokens, None]) == 500
+        assert second.status()["data_keys"]["active"] == 499
+        assert {t: wrapped_data_key(store_path, t) for t in tokens[:300]} == stored_before
+        assert wrapped_data_key(store_path, tokens[0]) is None  # destroyed stays destroyed
+        # Existing keys were looked up, not unwrapped into AES-GCM objects (2.4 KB each).
+        assert len(second._aeads) == 0
+        sealed = second.encrypt_many(tokens[1:], ["v"] * 499)
+        assert first.decrypt_many(tokens[1:], sealed, PURPOSE, "t").to_pylist() == ["v"] * 499
+        with pytest.raises(KeyDestroyedError):
+            second.encrypt_many(tokens[:1], ["v"])
+
+
 CONCURRENT_ENCRYPTER = """
 import json, sys
 from privacy_lakehouse.keyring import EnvMasterKeyProvider, Keyring

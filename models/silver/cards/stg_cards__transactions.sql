@@ -10,15 +10,30 @@ source as (
     {%- endif %}
 ),
 
--- One window over all rows. Narrowing it to the repeated ids (a UNION of an IN and a NOT IN
--- arm) saves memory but hangs DuckDB 1.4 on incremental runs (duckdb/duckdb#24961).
-deduplicated as (
-    select *
+-- The first delivery of each transaction id: an aggregate and a join, which DuckDB spills to
+-- disk under a memory limit, where a row_number() window over every row ran out of memory at
+-- 10M rows (and narrowing the window with an IN/NOT IN union hangs DuckDB 1.4,
+-- duckdb/duckdb#24961).
+first_deliveries as (
+    select
+        transaction_id,
+        min((ingested_at, ingest_key)) as first_delivery
     from source
-    qualify row_number() over (partition by transaction_id order by ingested_at, ingest_key) = 1
+    group by transaction_id
+),
+
+deduplicated as (
+    select source.*
+    from source
+    inner join first_deliveries
+        on
+            source.transaction_id = first_deliveries.transaction_id
+            and (source.ingested_at, source.ingest_key) = first_deliveries.first_delivery
 )
 
-select
+-- distinct: a line delivered twice verbatim in one file shares its ingest key, and its copies
+-- are identical in every column kept here.
+select distinct
     transaction_id,
     subject_token,
     account_token,
