@@ -265,6 +265,39 @@ def test_gold_releases_meet_their_k(demo):
     assert smallest_group >= 5
 
 
+def test_monthly_spend_keeps_every_consented_transaction_and_only_cells_of_k(demo):
+    con = demo.duckdb()
+    silver, gold = demo.lake / "silver", demo.lake / "gold"
+    consented = (
+        f"select subject_token from delta_scan('{silver}/int_consents_historized') "
+        "where purpose = 'analytics' and is_current and is_granted"
+    )
+    # Cells computed independently: one (month, category) cell per group of transactions.
+    expected_cells = con.execute(
+        "select date_trunc('month', transaction_date) as month, merchant_category, "
+        "count(distinct subject_token) as customers, count(*) as n, sum(amount) as total "
+        f"from delta_scan('{silver}/stg_cards__transactions') "
+        f"where subject_token in ({consented}) group by all"
+    ).fetchall()
+    released = con.execute(
+        "select spend_month, merchant_category, customer_count, transaction_count, total_amount "
+        f"from delta_scan('{gold}/agg_spend_by_category_month')"
+    ).fetchall()
+    assert released and all(row[2] >= 5 for row in released)
+    by_cell = {(row[0], row[1]): row for row in released}
+    for month, category, customers, count, total in expected_cells:
+        if customers >= 5:  # a cell of k is released as it is
+            assert by_cell[(month, category)][2:] == (customers, count, total)
+        else:
+            assert (month, category) not in by_cell  # folded into the month's Other
+    # Only Other cells that still fall below k are withheld; nothing else is lost.
+    small = [c for c in expected_cells if c[2] < 5]
+    withheld_months = {c[0] for c in small} - {r[0] for r in released if r[1] == "Other"}
+    released_total = sum(row[3] for row in released)
+    expected_total = sum(c[3] for c in expected_cells if c[0] not in withheld_months or c[2] >= 5)
+    assert released_total == expected_total
+
+
 def test_stored_test_failures_hold_no_row_values(demo_copy):
     """Built-in tests are overridden: with --store-failures a failing not_null, unique or
     accepted_values test stores counts or markers, never rows or values."""

@@ -8,24 +8,32 @@ transactions as (
     where subject_token in ({{ consented_subjects('analytics') }})
 ),
 
-cells as (
+-- One row per customer per cell first: the cell sizes are then plain counts, where a distinct
+-- count in a window over every transaction took three times as long at 10M.
+customer_cells as (
     select
         {{ generalize_date('transaction_date', 'month') }} as spend_month,
         merchant_category,
         subject_token,
-        amount,
-        count(distinct subject_token) over (
-            partition by {{ generalize_date('transaction_date', 'month') }}, merchant_category
-        ) as cell_customers
+        count(*) as transaction_count,
+        sum(amount) as total_amount
     from transactions
+    group by all
+),
+
+cells as (
+    select
+        *,
+        count(*) over (partition by spend_month, merchant_category) as cell_customers
+    from customer_cells
 )
 
 select
     spend_month,
     case when cell_customers >= {{ var('min_k_gold') }} then merchant_category else 'Other' end as merchant_category,
     count(distinct subject_token) as customer_count,
-    count(*) as transaction_count,
-    sum(amount) as total_amount
+    cast(sum(transaction_count) as bigint) as transaction_count,
+    sum(total_amount) as total_amount
 from cells
 group by all
 having count(distinct subject_token) >= {{ var('min_k_gold') }}
