@@ -229,10 +229,14 @@ def targets(runs: dict[str, dict], extras: dict[str, Any]) -> list[dict[str, Any
 def write_reports(results_dir: Path) -> list[Path]:
     results_dir = Path(results_dir)
     runs, extras = load_runs(results_dir)
+    # Runs of each scale and the scale-free extras are written at different times: the header
+    # names the newest of them (its date, machine and commit).
+    dated = [r for r in (extras, *runs.values()) if r.get("date")]
+    newest = max(dated, key=lambda r: r["date"], default={})
     document = {
-        "date": extras.get("date") or max((r["date"] for r in runs.values()), default=None),
-        "machine": extras.get("machine")
-        or next((r.get("machine") for r in runs.values() if r.get("machine")), None),
+        "date": newest.get("date"),
+        "machine": newest.get("machine")
+        or next((r.get("machine") for r in dated if r.get("machine")), None),
         "scales": {name: {**run, "ratios": ratios(run)} for name, run in runs.items()},
         "keyring_rotation": extras.get("keyring_rotation"),
         "master_key_rotation_per_key": _rotation_points(runs, extras),
@@ -269,7 +273,7 @@ def markdown(document: dict[str, Any]) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"Date: {document.get('date')}. Machine: {machine.get('cores')} cores, "
+        f"Date of the newest run: {document.get('date')}. Machine: {machine.get('cores')} cores, "
         f"{(machine.get('memory_bytes') or 0) / GIB:.1f} GiB RAM, {machine.get('cpu_model')}; "
         f"load average at start {machine.get('load_average_at_start')}. Commit "
         f"{machine.get('commit')}.",

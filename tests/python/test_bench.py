@@ -301,3 +301,22 @@ def test_rotation_flatness_compares_stores_of_similar_key_counts():
         ("lake 10m", "1,000,000 subjects, no data"): 1.5,
     }
     assert rotation_row_effects(points[:2]) == []  # 10x apart in keys: nothing comparable
+
+
+def test_the_report_header_names_the_newest_run(tmp_path):
+    from report import write_reports
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    machine = {"cores": 2, "memory_bytes": 2**30, "cpu_model": "cpu", "versions": {}}
+    (runs / "extras.json").write_text(
+        json.dumps({"date": "2026-11-23T01:00:00+00:00", "machine": {**machine, "commit": "old"}})
+    )
+    run = {"customers": 10, "transactions": 100, "repeat": 1, "date": "2026-11-23T05:00:00+00:00",
+           "machine": {**machine, "commit": "new"}, "steps": {}}  # fmt: skip
+    (runs / "1m.json").write_text(json.dumps(run))
+    write_reports(tmp_path)
+    document = json.loads((tmp_path / "latest.json").read_text())
+    assert document["date"] == "2026-11-23T05:00:00+00:00"
+    assert document["machine"]["commit"] == "new"
+    assert "Commit new." in (tmp_path / "latest.md").read_text()
