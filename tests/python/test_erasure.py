@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -434,6 +435,33 @@ def test_the_verifier_finds_every_spelling_in_every_kind_of_file(tmp_path):
     clean.mkdir()
     (clean / "a.txt").write_text("nothing here")
     assert verify_erasure([traces], [clean]).passed
+
+
+def test_a_batch_of_thousands_of_needles_is_screened_in_several_passes_and_found(tmp_path):
+    from privacy_lakehouse.erasure_verifier import PREFILTER_PREFIX_CHARS, _prefilter_patterns
+
+    traces = SubjectTraces("batch")
+    tokens = [f"v1:{hashlib.sha256(str(i).encode()).hexdigest()[:32]}" for i in range(3000)]
+    traces.add("token", "subject_token", tokens)
+    traces.add("plaintext", "email", ["last.one@mail.example"])
+    matcher = TraceMatcher(traces.needles())
+    # Far more pattern than one fast RE2 pass takes: the prefilter is split, none is dropped.
+    patterns = _prefilter_patterns(t for t in tokens)
+    prefixes = {token[:PREFILTER_PREFIX_CHARS] for token in tokens}
+    assert len(patterns) > 1 and sum(p.count("|") + 1 for p in patterns) == len(prefixes)
+    # Needles of the last pass, and a prefix alone is no match.
+    hit, near_miss = tokens[-1], tokens[-2][:PREFILTER_PREFIX_CHARS] + "0" * 27
+    window = b"\0" * 70_000 + hit.encode() + b" LAST.ONE@mail.example " + near_miss.encode()
+    assert matcher.scan_bytes(window) == {
+        n: 1 for n in traces.needles() if n.value in (hit, "last.one@mail.example")
+    }
+    values = pa.array(["x", f"{{'t': '{hit}'}}", near_miss, None])
+    found, scanned = matcher.scan_array(values)
+    assert scanned == 4 and sum(found.values()) == 1
+    pq.write_table(pa.table({"v": values}), tmp_path / "d.parquet")
+    report = verify_erasure([traces], [tmp_path], base=tmp_path)
+    found = {(f.how, f.kind): f.occurrences for f in report.findings}
+    assert found[("decoded", "subject_token")] == 1 and {k for _, k in found} == {"subject_token"}
 
 
 def test_a_clustered_table_loses_a_subject_by_rewriting_one_file_without_logging_it(tmp_path):
