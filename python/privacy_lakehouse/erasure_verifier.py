@@ -56,6 +56,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from privacy_lakehouse.sql_quote import quote_ident
+
 CATEGORIES = ("plaintext", "token", "ciphertext", "derived")
 MIN_NEEDLE_LENGTH = 5  # shorter values (initials, tiny numbers) match by chance
 SKIPPED_DIRS = frozenset({"_duckdb_extensions", ".git", "__pycache__"})
@@ -569,7 +571,7 @@ def _base_tables(conn: Any, required_column: str | None = None) -> list[tuple[st
 
 
 def _relation(schema: str, table: str) -> str:
-    return ".".join('"' + part.replace('"', '""') + '"' for part in (schema, table))
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
 
 
 def read_duckdb_rows(
@@ -580,11 +582,11 @@ def read_duckdb_rows(
     a registered Arrow table, never in SQL text."""
     with duckdb_snapshot(path) as conn:
         conn.register("pl_wanted_values", pa.table({"value": pa.array(list(values), pa.string())}))
-        quoted = '"' + column.replace('"', '""') + '"'
         for schema, table in _base_tables(conn, column):
             data = conn.execute(
                 f"select * from {_relation(schema, table)} "
-                f"where cast({quoted} as varchar) in (select value from pl_wanted_values)"
+                f"where cast({quote_ident(column)} as varchar) in "
+                "(select value from pl_wanted_values)"
             ).fetch_arrow_table()
             yield f"{schema}.{table}", data
 
