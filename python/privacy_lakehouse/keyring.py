@@ -42,7 +42,6 @@ import sqlite3
 import sys
 import threading
 import warnings
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -366,26 +365,30 @@ def _associated_data(subject_token: str) -> bytes:
 
 
 def _seal_rows(
-    aeads: dict[str, AESGCM | None], tokens: list[str | None], plaintexts: list[str | None]
+    sealers: dict[str, tuple[Callable[..., bytes], bytes]],
+    tokens: list[str | None],
+    plaintexts: list[str | None],
 ) -> list[str | None]:
-    """The ciphertext of each row under its subject's AEAD; a null plaintext stays null."""
+    """The ciphertext of each row under its subject's AEAD; a null plaintext stays null.
+
+    `sealers` holds each subject's bound AES-GCM encrypt and associated data: per row there is
+    then one dict lookup, one encrypt and one base64 (this loop runs for every identifier)."""
     # One urandom call yields every row's fresh random nonce (12 bytes each, never shared).
     nonces = os.urandom(NONCE_BYTES * len(plaintexts))
     header = bytes([CIPHERTEXT_FORMAT])
-    associated: dict[str, bytes] = {}
     to_base64 = binascii.b2a_base64
     out: list[str | None] = []
     append = out.append
-    for row, (token, text) in enumerate(zip(tokens, plaintexts, strict=True)):
+    start = 0
+    for token, text in zip(tokens, plaintexts, strict=True):
         if text is None:
             append(None)
-            continue
-        data = associated.get(token)
-        if data is None:
-            data = associated[token] = _associated_data(token)
-        nonce = nonces[row * NONCE_BYTES : (row + 1) * NONCE_BYTES]
-        sealed = aeads[token].encrypt(nonce, text.encode("utf-8"), data)
-        append(to_base64(header + nonce + sealed, newline=False).decode("ascii"))
+        else:
+            seal, associated = sealers[token]
+            nonce = nonces[start : start + NONCE_BYTES]
+            sealed = seal(nonce, text.encode("utf-8"), associated)
+            append(to_base64(header + nonce + sealed, newline=False).decode("ascii"))
+        start += NONCE_BYTES
     return out
 
 
@@ -453,25 +456,33 @@ def _json_token_list(tokens: Sequence[str]) -> str:
     return '["' + '","'.join(tokens) + '"]' if tokens else "[]"
 
 
+# From this many tokens on, and when they are at least a quarter of the store, reading every
+# key in store order beats probing each token (1M tokens of 1M: 0.7 s against 3.8 s).
+_SCAN_STORE_FROM = 50_000
+
+
 def _select_data_keys(
     db: sqlite3.Connection, tokens: list[str]
 ) -> list[tuple[str, bytes | None, int | None]]:
     """(token, wrapped key or None if destroyed, master key version) of the tokens with a key."""
+    if len(tokens) >= _SCAN_STORE_FROM:
+        (stored,) = db.execute("SELECT coalesce(max(key_id), 0) FROM data_keys").fetchone()
+        if 4 * len(tokens) >= stored:
+            wanted = set(tokens)
+            cursor = db.execute(
+                "SELECT s.subject_token, d.wrapped_key, d.kek_version FROM subject_keys AS s "
+                "CROSS JOIN data_keys AS d ON d.key_id = s.key_id"
+            )
+            found: list[tuple[str, bytes | None, int | None]] = []
+            while batch := cursor.fetchmany(65_536):
+                found.extend(row for row in batch if row[0] in wanted)
+            return found
     # The tokens travel as one JSON parameter instead of IN lists of bound values; CROSS JOIN
     # keeps that list the outer loop, so each token costs one primary-key probe.
     return db.execute(
         "SELECT s.subject_token, d.wrapped_key, d.kek_version FROM json_each(?) AS wanted "
         "CROSS JOIN subject_keys AS s ON s.subject_token = wanted.value "
         "CROSS JOIN data_keys AS d ON d.key_id = s.key_id",
-        (_json_token_list(tokens),),
-    ).fetchall()
-
-
-def _select_subjects_with_keys(db: sqlite3.Connection, tokens: list[str]) -> list[tuple[str]]:
-    """The tokens that have a data key row (destroyed keys included), without reading keys."""
-    return db.execute(
-        "SELECT s.subject_token FROM json_each(?) AS wanted "
-        "CROSS JOIN subject_keys AS s ON s.subject_token = wanted.value",
         (_json_token_list(tokens),),
     ).fetchall()
 
@@ -531,8 +542,8 @@ CREATE TABLE IF NOT EXISTS subject_keys (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS subject_keys_by_key ON subject_keys (key_id);
 """
-# AEAD objects kept for the most recently used subjects: more than one DuckDB chunk's worth
-# (2048 rows), so the several encrypted columns of a chunk reuse them.
+# AEAD objects kept for recently used subjects: several DuckDB chunks' worth (2,048 rows
+# each), so the encrypted columns of a chunk reuse them. The cache is emptied when full.
 AEAD_CACHE_SIZE = 16384
 _SCHEMA_VERSION = "1"
 
@@ -586,7 +597,7 @@ class Keyring:
         # recently used of them: an AEAD object costs about 2.4 KB, so caching one per subject
         # would take gigabytes at a million subjects.
         self._data_key_bytes: dict[str, bytes] = {}
-        self._aeads: OrderedDict[str, AESGCM] = OrderedDict()
+        self._aeads: dict[str, AESGCM] = {}
         self._db = _connect_store(self.store_path)
         try:
             self._kek_version, self._kek = self._resolve_master_key()
@@ -995,7 +1006,6 @@ class Keyring:
         """The AEAD of a cached data key (callers hold the lock), or None when not cached."""
         aead = self._aeads.get(token)
         if aead is not None:
-            self._aeads.move_to_end(token)
             return aead
         key = self._data_key_bytes.get(token)
         if key is None:
@@ -1007,9 +1017,11 @@ class Keyring:
         return self._remember_aead(token, AESGCM(key))
 
     def _remember_aead(self, token: str, aead: AESGCM) -> AESGCM:
+        # Emptied when full rather than kept in least-recently-used order: an LRU's bookkeeping
+        # on every hit cost more than rebuilding an AEAD (about 2 us) now and then.
+        if len(self._aeads) >= AEAD_CACHE_SIZE:
+            self._aeads.clear()
         self._aeads[token] = aead
-        if len(self._aeads) > AEAD_CACHE_SIZE:
-            self._aeads.popitem(last=False)
         return aead
 
     def _insert_data_keys(self, db: sqlite3.Connection, tokens: list[str]) -> dict[str, bytes]:
@@ -1052,8 +1064,10 @@ class Keyring:
         fsyncs) for a whole model instead of one per 2048-row chunk. A destroyed key stays
         destroyed (encrypting for that subject still fails).
 
-        Existing keys are only looked up, never unwrapped: a model's subjects can number
-        millions, and an AES-GCM object per key costs about 2.4 KB."""
+        Existing keys are unwrapped here, all at once (about 1 us each), and cached as 32 raw
+        bytes with the new ones, so encrypting never goes back to the store: a lookup in a write
+        transaction per 2,048-row chunk cost more than the encryption. No AES-GCM object is made
+        here: one costs about 2.4 KB, and a model's subjects can number millions."""
         tokens = {token for token in subject_tokens if token is not None}
         if not tokens:
             return 0
@@ -1063,12 +1077,18 @@ class Keyring:
             return len(tokens)
         _check_subject_tokens(unknown)
         with self._lock, self._write() as db:
-            stored = {row[0] for row in _select_subjects_with_keys(db, unknown)}
+            rows = _select_data_keys(db, unknown)
+            stored = {row[0] for row in rows}
             missing = [token for token in unknown if token not in stored]
             new_keys = self._insert_data_keys(db, missing) if missing else {}
         with self._lock:
             # Cached (as bytes only) once committed: a key lost in a rollback must never
-            # encrypt data.
+            # encrypt data. Destroyed keys (no wrapped key) are not cached, so encrypting for
+            # an erased subject still finds the tombstone and fails.
+            for token, wrapped, kek_version in rows:
+                if wrapped is not None:
+                    key = self._unwrap(wrapped, kek_version, "a subject data key")
+                    self._data_key_bytes[token] = key
             self._data_key_bytes.update(new_keys)
         return len(tokens)
 
@@ -1086,13 +1106,15 @@ class Keyring:
         needed = {token for token, text in zip(tokens, texts, strict=True) if text is not None}
         if None in needed:
             raise KeyringError("a value to encrypt has no subject token")
-        aeads = self._data_keys(needed, create=True)
-        if any(aeads[token] is None for token in needed):
-            raise KeyDestroyedError(
-                "a subject's data key was destroyed (erased subject); new values for that subject "
-                "cannot be encrypted: filter erased subjects out before encrypting"
-            )
-        return pa.array(_seal_rows(aeads, tokens, texts), pa.string())
+        sealers: dict[str, tuple[Callable[..., bytes], bytes]] = {}
+        for token, aead in self._data_keys(needed, create=True).items():
+            if aead is None:
+                raise KeyDestroyedError(
+                    "a subject's data key was destroyed (erased subject); new values for that "
+                    "subject cannot be encrypted: filter erased subjects out before encrypting"
+                )
+            sealers[token] = (aead.encrypt, _associated_data(token))
+        return pa.array(_seal_rows(sealers, tokens, texts), pa.string())
 
     def decrypt(
         self, subject_token: str, ciphertext: str | None, purpose: str, actor: str
