@@ -29,7 +29,9 @@
    `cluster_by` model config) keep each subject in few files, so the cost grows with the data
    that holds the subject, not with table size. Partitioned tables, or tables with deletion
    vectors or column mapping, fall back to a MERGE against a table of tokens, whose stored
-   predicate names only columns. One commit per table for the whole batch.
+   predicate names only columns. One commit per table for the whole batch. Tables are read
+   (step 2) and rewritten side by side, up to TABLE_THREADS at once. A run that fails part
+   way is run again to finish: the tombstone is already there, done tables find nothing.
 5. Delete the subject from DuckDB files (the snapshot `snapshots.snap_customers` in
    `warehouse.duckdb`, and any serving file with a `subject_token` column), CHECKPOINT, and
    rebuild each file that held the subject (COPY FROM DATABASE into a fresh file, swapped in
@@ -68,7 +70,8 @@ import time
 import uuid
 from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -398,6 +401,24 @@ class RowRemoval:
             "version_after": self.version_after,
             "seconds": self.seconds,
         }
+
+
+# Tables are erased side by side: each has its own Delta log and scratch folder, and reading,
+# filtering and writing Parquet release the interpreter lock. At most this many at once, never
+# more than the machine's cores.
+TABLE_THREADS = 4
+
+
+def _per_table(work: Callable[[LakeTable], Any], tables: Sequence[LakeTable]) -> list[Any]:
+    """work(table) for every table, in parallel, results in the tables' order. An error is
+    raised once every table's work has ended, so no thread is cut off mid-commit; an erasure
+    that failed is run again to finish (step 4 of the module docstring)."""
+    workers = max(1, min(TABLE_THREADS, os.cpu_count() or 1, len(tables)))
+    if workers == 1:
+        return [work(table) for table in tables]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pl-erase") as pool:
+        futures = [pool.submit(work, table) for table in tables]
+    return [future.result() for future in futures]
 
 
 def find_rows(
@@ -1129,14 +1150,16 @@ def _run_erasure(
 
     now = _utc_now()
     tombstones = _append_tombstones(lake_dir, subjects, now)
-    removals: list[RowRemoval] = []
-    rows_by_request: dict[str, Counter] = defaultdict(Counter)
-    for table in subject_tables:
+
+    def remove_from(table: LakeTable) -> RowRemoval:
         conditions: dict[str, Collection[str]] = {SUBJECT_COLUMN: owner_of}
         if table.name in quarantined:
             conditions["ingest_key"] = quarantined[table.name]
-        removal = remove_rows(table.path, conditions, scratch_root=scratch_root, name=table.name)
-        removals.append(removal)
+        return remove_rows(table.path, conditions, scratch_root=scratch_root, name=table.name)
+
+    removals: list[RowRemoval] = _per_table(remove_from, subject_tables)
+    rows_by_request: dict[str, Counter] = defaultdict(Counter)
+    for table, removal in zip(subject_tables, removals, strict=True):
         for value, count in removal.deleted_by_value.items():
             owner = owner_of.get(value) or quarantined.get(table.name, {}).get(value)
             if owner is not None:
@@ -1231,8 +1254,10 @@ def _collect(
     tables = [t for t in discover_tables(settings.lake_dir) if not t.is_control]
     subject_tables = [t for t in tables if SUBJECT_COLUMN in t.columns]
     _landing_identifiers(settings.landing_dir, subjects)
-    for table in subject_tables:
-        rows, _, _ = find_rows(table.path, {SUBJECT_COLUMN: owner_of})
+    found_rows = _per_table(
+        lambda table: find_rows(table.path, {SUBJECT_COLUMN: owner_of})[0], subject_tables
+    )
+    for rows in found_rows:  # traces are gathered in one thread, in table order
         if rows is not None:
             _traces_from_rows(rows, owner_of, keyring, actor)
     quarantined: dict[str, dict[str, _Subject]] = {}

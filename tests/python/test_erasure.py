@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -529,3 +530,28 @@ def test_a_clustered_table_loses_a_subject_by_rewriting_one_file_without_logging
     assert {p.name for p in location.glob("*.parquet")} == {
         Path(p.removeprefix("file://")).name for p in DeltaTable(str(location)).file_uris()
     }
+
+
+def test_tables_are_erased_side_by_side_in_order_and_a_failure_waits_for_the_rest(monkeypatch):
+    monkeypatch.setattr(erasure, "TABLE_THREADS", 4)
+    monkeypatch.setattr(erasure.os, "cpu_count", lambda: 4)
+    # Tables "a" and "b" each wait for the other: this passes only if they run at once.
+    both_running = threading.Barrier(2, timeout=10)
+    finished: list[str] = []
+
+    def work(table: str) -> str:
+        if table in ("a", "b"):
+            both_running.wait()
+        if table == "broken":
+            raise erasure.ErasureError("this table failed")
+        finished.append(table)
+        return table.upper()
+
+    assert erasure._per_table(work, ["a", "b", "c"]) == ["A", "B", "C"]
+    finished.clear()
+    both_running.reset()
+    with pytest.raises(erasure.ErasureError, match="this table failed"):
+        erasure._per_table(work, ["broken", "a", "b"])
+    assert sorted(finished) == ["a", "b"]  # the other tables were not cut off
+    monkeypatch.setattr(erasure, "TABLE_THREADS", 1)  # one at a time: plain loop, same results
+    assert erasure._per_table(str.upper, ["x", "y"]) == ["X", "Y"]
