@@ -49,6 +49,9 @@ class Sample:
     peak_rss_bytes: int
     returncode: int
     details: dict[str, Any] = field(default_factory=dict)
+    # User + system CPU time of the step's process tree: above the wall time when it used
+    # several cores, about equal to it when it ran on one (an interpreter lock, say).
+    cpu_seconds: float = 0.0
 
 
 def run_measured(
@@ -60,7 +63,7 @@ def run_measured(
     check: bool = True,
     timeout: float | None = None,
 ) -> Sample:
-    """Run argv to completion; return its wall time and its process tree's peak RSS.
+    """Run argv to completion; return its wall time, CPU time and its process tree's peak RSS.
 
     Output goes to `log_path` (or is discarded), so a chatty step costs no pipe handling here.
     A JSON object on the last line of the output is returned as the sample's details: the
@@ -99,7 +102,10 @@ def run_measured(
     figures = json.loads(reported) if reported else {}
     returncode = figures.get("returncode", process.returncode or -1)
     sample = Sample(
-        figures.get("seconds", seconds), int(figures.get("maxrss_kb", 0)) * 1024, returncode
+        figures.get("seconds", seconds),
+        int(figures.get("maxrss_kb", 0)) * 1024,
+        returncode,
+        cpu_seconds=float(figures.get("cpu_seconds", 0.0)),
     )
     text = log_path.read_text(errors="replace") if log_path else ""
     sample.details = _last_json_line(text)
@@ -115,7 +121,8 @@ def run_measured(
 
 
 def _launch(report_fd: int, argv: list[str]) -> int:
-    """The launcher: run argv, then write its exit code, wall time and peak RSS to report_fd."""
+    """The launcher: run argv, then write its exit code, wall time, CPU time and peak RSS to
+    report_fd (wait4's usage covers the child and every descendant it waited for)."""
     started = time.perf_counter()
     child = subprocess.Popen(argv)
     _, status, usage = os.wait4(child.pid, 0)
@@ -123,6 +130,7 @@ def _launch(report_fd: int, argv: list[str]) -> int:
         "returncode": os.waitstatus_to_exitcode(status),
         "seconds": time.perf_counter() - started,
         "maxrss_kb": usage.ru_maxrss,  # kilobytes on Linux
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
     }
     with os.fdopen(report_fd, "w") as report:
         report.write(json.dumps(figures))
@@ -165,6 +173,13 @@ def summarize(samples: Sequence[Sample], seconds_key: str | None = None) -> dict
         },
         "samples": [asdict(s) for s in samples],
     }
+    cpu = [s.cpu_seconds for s in samples]
+    if any(cpu):
+        summary["cpu_seconds"] = {
+            "median": statistics.median(cpu),
+            "min": min(cpu),
+            "max": max(cpu),
+        }
     if seconds_key:
         inner = [s.details[seconds_key] for s in samples if seconds_key in s.details]
         if inner:

@@ -7,6 +7,7 @@ Speed is never asserted here: the benchmark reports figures, tests prove it prod
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,8 +126,26 @@ def test_peak_memory_is_per_step_not_a_running_maximum(tmp_path):
     assert big.returncode == small.returncode == 0
     summary = summarize([big, small])
     assert summary["peak_rss_bytes"]["max"] == big.peak_rss_bytes
+    assert summary["cpu_seconds"]["max"] == big.cpu_seconds > small.cpu_seconds > 0
     assert summary["peak_rss_bytes"]["min"] == small.peak_rss_bytes
     assert summary["runs"] == 2
+
+
+def test_cpu_time_counts_every_thread_of_the_step():
+    # Two threads hashing for about a second each: CPU time adds them up, wall time need not.
+    busy = (
+        "import hashlib, threading, time\n"
+        "def spin():\n"
+        "    end = time.process_time() + 0.6\n"
+        "    while time.process_time() < end: hashlib.sha256(b'x' * 2**20).digest()\n"
+        "threads = [threading.Thread(target=spin) for _ in range(2)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+    )
+    sample = run_measured([sys.executable, "-c", busy])
+    assert sample.returncode == 0
+    assert sample.cpu_seconds >= 0.6  # at least one thread's budget, whatever the core count
+    idle = run_measured([sys.executable, "-c", "import time; time.sleep(0.5)"])
+    assert idle.seconds >= 0.5 and idle.cpu_seconds < 0.4
 
 
 def test_a_step_over_its_time_limit_is_stopped(tmp_path):
@@ -188,7 +207,8 @@ def test_tiny_run_writes_json_with_every_figure(tiny_run):
     assert rows_on["raw_cards__transactions"] > 0 and rows_off == rows_on
     ratios = run["ratios"]
     assert ratios["full_build_over_floor"] > 1
-    assert ratios["privacy_on_over_off"] > 0
+    assert ratios["privacy_on_over_off"] > 0 and ratios["privacy_on_over_off_cpu"] > 0
+    assert run["steps"]["full_build"]["cpu_seconds"]["median"] > 0
     assert ratios["incremental_over_full"] is None  # not asked for: reported, not invented
     rotation = run["steps"]["master_key_rotation"]["details"]
     assert rotation["data_keys_rewrapped"] >= 200  # one data key per customer, at least
@@ -216,6 +236,9 @@ def test_tiny_run_writes_markdown_and_chart(tiny_run):
     text = (tiny_run / "latest.md").read_text()
     assert "| full `dbt build`, fresh lake |" in text
     assert "| full `dbt build`, privacy treatments off |" in text
+    full_row = r"\| full `dbt build`, fresh lake \| [0-9.]+ s, [0-9,]+ MiB, CPU [0-9.]+ s"
+    assert re.search(full_row, text)
+    assert "| privacy on / privacy off, CPU time |" in text
     assert "## Targets" in text and "| peak memory | < 3 GB |" in text
     assert "## Master-key rotation" in text
     assert (tiny_run / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
