@@ -382,22 +382,43 @@ def _trie_pattern(literals: Sequence[AnyStr], empty: AnyStr) -> AnyStr:
         for index in range(len(literal)):
             node = node.setdefault(literal[index : index + 1], {})
         node[None] = {}  # a literal ends here
+    if not root:
+        return empty
+    bar, optional = _text(empty, "|"), _text(empty, "?")
 
-    def render(node: dict) -> AnyStr:
-        branches = [
-            re.escape(unit) + render(child)
-            for unit, child in sorted((k, v) for k, v in node.items() if k is not None)
-        ]
+    def run_from(unit: AnyStr, child: dict) -> tuple[AnyStr, dict]:
+        """The escaped characters from `unit` down while the trie neither branches nor ends a
+        literal, and the node where that run stops."""
+        parts = [re.escape(unit)]
+        while len(child) == 1 and None not in child:
+            ((unit, child),) = child.items()
+            parts.append(re.escape(unit))
+        return empty.join(parts), child
+
+    # Rendered bottom-up with an explicit stack, not recursion: a needle can be a ciphertext
+    # thousands of characters long, deeper than Python's recursion limit.
+    rendered: dict[int, AnyStr] = {}
+    edges: dict[int, list[tuple[AnyStr, dict]]] = {}
+    stack: list[tuple[dict, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not children_done:
+            runs = [run_from(unit, child) for unit, child in sorted(
+                (k, v) for k, v in node.items() if k is not None)]  # fmt: skip
+            edges[id(node)] = runs
+            stack.append((node, True))
+            stack.extend((child, False) for _, child in runs)
+            continue
+        branches = [run + rendered.pop(id(child)) for run, child in edges.pop(id(node))]
         if not branches:
-            return empty
-        if len(branches) == 1:
+            body = empty
+        elif len(branches) == 1:
             body = branches[0]
         else:
-            body = _group(empty, _text(empty, "|").join(branches))
+            body = _group(empty, bar.join(branches))
         # A literal ending here, with longer ones going on: greedy optional, so longer wins.
-        return _group(empty, body) + _text(empty, "?") if None in node else body
-
-    return _group(empty, render(root)) if root else empty
+        rendered[id(node)] = _group(empty, body) + optional if branches and None in node else body
+    return _group(empty, rendered[id(root)])
 
 
 def _text(kind: AnyStr, text: str) -> AnyStr:

@@ -465,6 +465,32 @@ def test_a_batch_of_thousands_of_needles_is_screened_in_several_passes_and_found
     assert found[("decoded", "subject_token")] == 1 and {k for _, k in found} == {"subject_token"}
 
 
+def test_needles_longer_than_the_recursion_limit_are_found(tmp_path):
+    # A subject's ciphertext can be thousands of characters long (a support note, a
+    # quarantined record); the trie regex of the confirmation must not recurse per character.
+    long_ciphertext = "A" + base64_of_bytes(6000)
+    sibling = long_ciphertext[:4000] + "Zsibling"  # shares a 4,000-character prefix
+    traces = SubjectTraces("long")
+    traces.add("ciphertext", "note_enc", [long_ciphertext, sibling])
+    traces.add("token", "subject_token", ["v1:" + "ab" * 16])
+    matcher = TraceMatcher(traces.needles())
+    window = b"x" + sibling.encode() + b" " + long_ciphertext.encode() + b" " + b"v1:" + b"ab" * 16
+    assert sorted(matcher.scan_bytes(window).values()) == [1, 1, 1]
+    values = pa.array(["nothing", long_ciphertext[:-1], f"note={long_ciphertext}", None])
+    found, scanned = matcher.scan_array(values)
+    assert scanned == 4 and sum(found.values()) == 1  # the truncated copy is no match
+    pq.write_table(pa.table({"v": values}), tmp_path / "d.parquet")
+    report = verify_erasure([traces], [tmp_path], base=tmp_path)
+    assert not report.passed
+    assert {(f.how, f.kind): f.occurrences for f in report.findings} == {("decoded", "note_enc"): 1}
+
+
+def base64_of_bytes(count: int) -> str:
+    import base64
+
+    return base64.b64encode(hashlib.sha256(b"seed").digest() * (count // 32 + 1))[:count].decode()
+
+
 def test_a_clustered_table_loses_a_subject_by_rewriting_one_file_without_logging_it(tmp_path):
     from privacy_lakehouse.delta_writer import WriteSpec, write_model
 
