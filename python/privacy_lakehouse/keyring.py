@@ -593,9 +593,9 @@ class Keyring:
         self._lock = threading.RLock()
         self._active_salt_versions: dict[str, int] = {}
         self._salt_macs: dict[tuple[str, int], hmac.HMAC] = {}
-        # Unwrapped data keys by subject token (32 bytes each), and AEAD objects for the most
-        # recently used of them: an AEAD object costs about 2.4 KB, so caching one per subject
-        # would take gigabytes at a million subjects.
+        # Unwrapped data keys by subject token (32 bytes each), and AEAD objects for at most
+        # AEAD_CACHE_SIZE recently used of them: an AEAD object costs about 2.4 KB, so caching
+        # one per subject would take gigabytes at a million subjects.
         self._data_key_bytes: dict[str, bytes] = {}
         self._aeads: dict[str, AESGCM] = {}
         self._db = _connect_store(self.store_path)
