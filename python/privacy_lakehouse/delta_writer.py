@@ -36,7 +36,7 @@ from privacy_lakehouse.sql_quote import quote_ident, sql_string
 log = logging.getLogger("privacy_lakehouse.delta_writer")
 
 BATCH_ROWS = 100_000
-CLUSTERED_FILE_BYTES = 32 * 1024 * 1024  # file cap of clustered tables unless configured
+CLUSTERED_FILE_BYTES = 16 * 1024 * 1024  # file cap of clustered tables unless configured
 WRITE_COMMANDS = {"build", "run", "seed", "snapshot"}
 FAULT_ENV = "PRIVACY_LAKEHOUSE_FAULT_AFTER_BATCHES"  # test hook: simulate a crash mid-write
 

@@ -30,8 +30,9 @@
    that holds the subject, not with table size. Partitioned tables, or tables with deletion
    vectors or column mapping, fall back to a MERGE against a table of tokens, whose stored
    predicate names only columns. One commit per table for the whole batch. Tables are read
-   (step 2) and rewritten side by side, up to TABLE_THREADS at once. A run that fails part
-   way is run again to finish: the tombstone is already there, done tables find nothing.
+   (step 2, while landing is searched) and rewritten side by side, up to TABLE_THREADS at
+   once. A run that fails part way is run again to finish: the tombstone is already there,
+   done tables find nothing.
 5. Delete the subject from DuckDB files (the snapshot `snapshots.snap_customers` in
    `warehouse.duckdb`, and any serving file with a `subject_token` column), CHECKPOINT, and
    rebuild each file that held the subject (COPY FROM DATABASE into a fresh file, swapped in
@@ -355,6 +356,14 @@ def _may_hold(metadata: pq.FileMetaData, sorted_values: Mapping[str, list[str]])
     return False
 
 
+def _key_hits(parquet: pq.ParquetFile, value_sets: Mapping[str, pa.Array]) -> int:
+    """How many rows of the file match, from the key columns alone: min/max statistics let
+    through files that hold none of the values, and those are never decoded whole."""
+    present = set(parquet.schema_arrow.names)
+    keys = _plain_types(parquet.read(columns=[c for c in value_sets if c in present]))
+    return pc.sum(_match_mask(keys, value_sets)).as_py() or 0
+
+
 def _table_files(table: DeltaTable) -> list[tuple[str, int]]:
     actions = pa.table(table.get_add_actions(flatten=True))
     return list(zip(actions["path"].to_pylist(), actions["size_bytes"].to_pylist(), strict=True))
@@ -436,9 +445,12 @@ def find_rows(
     read = 0
     for relative, _ in files:
         path = location / relative
-        if not _may_hold(pq.ParquetFile(path).metadata, sorted_values):
+        parquet = pq.ParquetFile(path)
+        if not _may_hold(parquet.metadata, sorted_values):
             continue
         read += 1
+        if not _key_hits(parquet, value_sets):
+            continue
         data = _plain_types(pq.read_table(path))
         matched = data.filter(_match_mask(data, value_sets))
         if matched.num_rows:
@@ -496,15 +508,11 @@ def _remove_by_rewrite(
     try:
         for relative, size in files:
             path = location / relative
-            if not _may_hold(pq.ParquetFile(path).metadata, sorted_values):
+            parquet = pq.ParquetFile(path)
+            if not _may_hold(parquet.metadata, sorted_values):
                 continue
             result.files_read += 1
-            present = set(pq.ParquetFile(path).schema_arrow.names)
-            keys = _plain_types(
-                pq.read_table(path, columns=[c for c in value_sets if c in present])
-            )
-            mask = _match_mask(keys, value_sets)
-            hits = pc.sum(mask).as_py() or 0
+            hits = _key_hits(parquet, value_sets)
             if not hits:
                 continue
             data = _plain_types(pq.read_table(path))
@@ -1253,10 +1261,13 @@ def _collect(
     owner_of = {token: s for s in subjects for token in s.subject_tokens}
     tables = [t for t in discover_tables(settings.lake_dir) if not t.is_control]
     subject_tables = [t for t in tables if SUBJECT_COLUMN in t.columns]
-    _landing_identifiers(settings.landing_dir, subjects)
-    found_rows = _per_table(
-        lambda table: find_rows(table.path, {SUBJECT_COLUMN: owner_of})[0], subject_tables
-    )
+    # Landing is read (by DuckDB, outside the interpreter lock) while the tables are searched.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pl-landing") as landing:
+        landing_scan = landing.submit(_landing_identifiers, settings.landing_dir, subjects)
+        found_rows = _per_table(
+            lambda table: find_rows(table.path, {SUBJECT_COLUMN: owner_of})[0], subject_tables
+        )
+    landing_scan.result()
     for rows in found_rows:  # traces are gathered in one thread, in table order
         if rows is not None:
             _traces_from_rows(rows, owner_of, keyring, actor)

@@ -52,6 +52,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, AnyStr
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -327,11 +328,17 @@ class TraceMatcher:
                 for value in leaf.drop_null().to_pylist():
                     hits.update(self.scan_bytes(value))
                 continue
-            mask = self.prefilter(leaf)
-            if not pc.any(mask).as_py():
+            # Screened in runs of consecutive values first (one regex call per run, not per
+            # value); only the values of a run that hits are screened and confirmed one by one.
+            runs, starts = _value_runs(leaf)
+            run_mask = self.prefilter(runs)
+            if not pc.any(run_mask).as_py():
                 continue
-            for value in leaf.filter(mask).to_pylist():
-                hits.update(self.find_in_text(value))
+            for run in np.flatnonzero(run_mask.to_numpy(zero_copy_only=False)):
+                values = leaf.slice(starts[run], starts[run + 1] - starts[run])
+                mask = self.prefilter(values)
+                for value in values.filter(mask).to_pylist():
+                    hits.update(self.find_in_text(value))
         return hits, scanned
 
 
@@ -370,6 +377,30 @@ def _any_match(values: pa.Array, patterns: Sequence[str]) -> pa.Array:
         found = pc.match_substring_regex(values, pattern, ignore_case=True)
         mask = found if mask is None else pc.or_(mask, found)
     return mask if mask is not None else pa.array([False] * len(values))
+
+
+_RUN_BYTES = 64 << 10
+
+
+def _value_runs(leaf: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """The values of a large_string array cut into runs of consecutive values, about
+    `_RUN_BYTES` of text each, as a large_string array over the same data buffer (no copy), and
+    the index of each run's first value (plus the end). A needle inside a value is inside its
+    run; a match across two values is a false candidate that the confirmation drops. Cut at
+    value boundaries, each run stays valid UTF-8, so case folding is the same as per value."""
+    offsets = np.frombuffer(
+        leaf.buffers()[1], dtype=np.int64, count=len(leaf) + 1, offset=leaf.offset * 8
+    )
+    first, last = int(offsets[0]), int(offsets[-1])
+    if first == last:  # only empty strings (or nulls): no text, and no needle is empty
+        return pa.array([], pa.large_string()), np.zeros(1, dtype=np.int64)
+    marks = np.arange(first + _RUN_BYTES, last, _RUN_BYTES, dtype=np.int64)
+    inner = np.searchsorted(offsets, marks, side="left")
+    starts = np.unique(np.concatenate(([0], inner, [len(leaf)])))
+    runs = pa.LargeStringArray.from_buffers(
+        len(starts) - 1, pa.py_buffer(offsets[starts].tobytes()), leaf.buffers()[2]
+    )
+    return runs, starts
 
 
 def _trie_pattern(literals: Sequence[AnyStr], empty: AnyStr) -> AnyStr:

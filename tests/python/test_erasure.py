@@ -485,6 +485,36 @@ def test_needles_longer_than_the_recursion_limit_are_found(tmp_path):
     assert {(f.how, f.kind): f.occurrences for f in report.findings} == {("decoded", "note_enc"): 1}
 
 
+def test_values_are_screened_in_runs_and_every_match_is_confirmed_in_its_value():
+    from privacy_lakehouse.erasure_verifier import _RUN_BYTES, _value_runs
+
+    token, email = "v1:" + "cd" * 16, "élise.dupont@mail.example"
+    traces = SubjectTraces("runs")
+    traces.add("token", "subject_token", [token])
+    traces.add("plaintext", "email", [email])
+    matcher = TraceMatcher(traces.needles())
+    filler = [hashlib.sha256(str(i).encode()).hexdigest() * 3 for i in range(20_000)]
+    values = list(filler)
+    values[0] = token  # first value of the first run
+    values[7_777] = "mail: ÉLISE.DUPONT@MAIL.EXAMPLE."  # case-folded beyond ASCII
+    values[12_000] = "x" * (2 * _RUN_BYTES) + token  # one value longer than a run
+    values[12_001], values[12_002] = token[:10], token[10:]  # split over two values: no match
+    values[-1] = "last " + token  # last value of the last run
+    values[5] = None
+    array = pa.array(values, pa.string())
+    runs, starts = _value_runs(array.cast(pa.large_string()))
+    # The runs cover every value once, in order, as the same text.
+    assert starts[0] == 0 and starts[-1] == len(values) and len(runs) > 10
+    assert "".join(runs.to_pylist()) == "".join(v or "" for v in values)
+    found, scanned = matcher.scan_array(array)
+    assert scanned == len(values)
+    assert {n.kind: c for n, c in found.items()} == {"subject_token": 3, "email": 1}
+    found, _ = matcher.scan_array(array.slice(1, 11_999))  # an offset into the buffers
+    assert {n.kind: c for n, c in found.items()} == {"email": 1}
+    found, _ = matcher.scan_array(pa.array(["", None, ""]))
+    assert not found
+
+
 def base64_of_bytes(count: int) -> str:
     import base64
 
@@ -556,6 +586,35 @@ def test_a_clustered_table_loses_a_subject_by_rewriting_one_file_without_logging
     assert {p.name for p in location.glob("*.parquet")} == {
         Path(p.removeprefix("file://")).name for p in DeltaTable(str(location)).file_uris()
     }
+
+
+def test_a_file_the_statistics_let_through_is_decoded_whole_only_when_it_holds_the_subject(
+    tmp_path, monkeypatch
+):
+    from privacy_lakehouse.delta_writer import WriteSpec, write_model
+
+    conn = duckdb.connect()
+    conn.execute(
+        "create view stage as select 'v1:' || md5(cast(i % 300 as varchar)) as subject_token, "
+        "i as n, md5(cast(i as varchar)) || md5(cast(-i as varchar)) as payload "
+        "from range(30000) t(i)"
+    )
+    location = tmp_path / "clustered"
+    spec = {"stage": "stage", "location": str(location), "cluster_by": "subject_token"}
+    write_model(conn, WriteSpec.from_config({**spec, "target_file_size": 200_000}))
+    present = conn.execute("select min(subject_token) from stage").fetchone()[0]
+    absent = present + "0"  # sorts right after a stored token: inside that file's min/max
+    whole_reads = []
+    read_table = erasure.pq.read_table
+    monkeypatch.setattr(
+        erasure.pq, "read_table", lambda path, **kw: whole_reads.append(path) or read_table(path)
+    )
+    rows, read, total = erasure.find_rows(location, {"subject_token": [absent]})
+    assert rows is None and read >= 1 and total > 2 and whole_reads == []
+    rows, read, _ = erasure.find_rows(location, {"subject_token": [present]})
+    expected = conn.execute("select n from stage where subject_token = ?", [present]).fetchall()
+    assert sorted(rows["n"].to_pylist()) == sorted(n for (n,) in expected) and len(expected) == 100
+    assert len(whole_reads) == 1
 
 
 def test_tables_are_erased_side_by_side_in_order_and_a_failure_waits_for_the_rest(monkeypatch):

@@ -1,3 +1,4 @@
+{{ config(cluster_by='subject_token') }}
 -- Card activity for fraud prevention: one row per transaction, pseudonymous (tokens), with the
 -- signals investigators use. Investigators re-identify a subject only through the audited,
 -- purpose-gated decrypt function, never from this table.

@@ -1,3 +1,4 @@
+{{ config(cluster_by='subject_token') }}
 -- The marketing audience: customers with current marketing consent, pseudonymous (token only),
 -- described by generalized attributes. Quasi-identifier combinations shared by fewer than k
 -- customers lose their postcode area, then their age band, then their country; what is still

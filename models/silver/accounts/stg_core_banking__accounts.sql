@@ -1,3 +1,4 @@
+{{ config(cluster_by='subject_token') }}
 -- Accounts: typed, latest delivery per account wins.
 with
 

@@ -1,3 +1,4 @@
+{{ config(cluster_by='subject_token') }}
 -- Consent as a history (SCD2) per subject and purpose: each grant or revoke opens a period that
 -- the next event for the same subject and purpose closes. The open period is the current state.
 with

@@ -1,3 +1,4 @@
+{{ config(cluster_by='subject_token') }}
 -- Consent events: typed and deduplicated by event id.
 with
 

@@ -1,3 +1,4 @@
+{{ config(cluster_by='subject_token') }}
 -- Current state of each customer: typed, deduplicated (latest update wins), pseudonymous.
 -- Quasi-identifiers are generalized here per column meta.
 with

@@ -1,3 +1,4 @@
+{{ config(cluster_by='subject_token') }}
 -- Support cases: typed, deduplicated; only the redacted note is carried.
 with
 
