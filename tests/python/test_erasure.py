@@ -465,6 +465,36 @@ def test_a_batch_of_thousands_of_needles_is_screened_in_several_passes_and_found
     assert found[("decoded", "subject_token")] == 1 and {k for _, k in found} == {"subject_token"}
 
 
+def test_a_large_batch_is_screened_by_an_automaton_and_non_ascii_needles_by_re2():
+    traces = SubjectTraces("large")
+    tokens = [f"v1:{hashlib.sha256(str(i).encode()).hexdigest()[:32]}" for i in range(3000)]
+    traces.add("token", "subject_token", tokens)
+    traces.add("plaintext", "email", ["john.smith@mail.example", "élise.dupont@mail.example"])
+    matcher = TraceMatcher(traces.needles())
+    screen = matcher._text_screen
+    # Every ASCII needle is in the automaton; only the accented e-mail is left to RE2.
+    assert screen.automaton is not None and len(screen.automaton) == len(tokens) + 1
+    assert len(screen.patterns) == 1 and "lise" in screen.patterns[0]
+    values = pa.array(
+        [
+            f"ref {tokens[1234]}",
+            "JOHN.SMITH@MAIL.EXAMPLE",
+            "ÉLISE.DUPONT@MAIL.EXAMPLE",
+            "john.smithy@mail.example",  # no word boundary: a candidate, not a match
+            tokens[7].upper(),  # tokens match exactly: a candidate, not a match
+            None,
+        ]
+    )
+    found, _ = matcher.scan_array(values)
+    assert sorted((n.kind, n.value, c) for n, c in found.items()) == [
+        ("email", "john.smith@mail.example", 1),
+        ("email", "élise.dupont@mail.example", 1),
+        ("subject_token", tokens[1234], 1),
+    ]
+    raw = b"\x00" * 70_000 + b"JOHN.SMITH@mail.example," + tokens[2999].encode() + b"\xff"
+    assert sorted(n.kind for n in matcher.scan_bytes(raw)) == ["email", "subject_token"]
+
+
 def test_needles_longer_than_the_recursion_limit_are_found(tmp_path):
     # A subject's ciphertext can be thousands of characters long (a support note, a
     # quarantined record); the trie regex of the confirmation must not recurse per character.
