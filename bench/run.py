@@ -587,9 +587,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--step-timeout", type=float, default=1800,
                         help="stop a dbt or floor step after this many seconds and report it "
                         "as not measured (default 1800)")  # fmt: skip
-    parser.add_argument("--python-step-timeout", type=float, default=300,
+    # The batch of 100 erasures with its proof scan takes about 500 s at 10M on 2 cores.
+    parser.add_argument("--python-step-timeout", type=float, default=900,
                         help="the same for erasure, rotation and retention steps "
-                        "(default 300)")  # fmt: skip
+                        "(default 900)")  # fmt: skip
     parser.add_argument("--memory-budget", default=DEFAULT_MEMORY_BUDGET,
                         help="DuckDB memory_limit of the bounded_build step, which measures the "
                         f"peak-memory target (default {DEFAULT_MEMORY_BUDGET})")  # fmt: skip
