@@ -26,8 +26,10 @@ files; `target/`; `logs/`) and looks for every trace two ways:
   pyarrow and DuckDB files (a private copy, WAL included) with DuckDB, and every string value,
   nested ones included, is searched.
 
-Plaintext matches are case-insensitive and must stand alone (not inside a longer word or
-number); tokens, ciphertexts and derived values match exactly. The report holds file paths,
+Plaintext matches must stand alone (not inside a longer word or number) and are
+case-insensitive, except code-like identifiers (customer and account numbers, IBANs, card numbers,
+national ids: `CASED_KINDS`), which count in their stored spellings' case; tokens, ciphertexts and
+derived values match exactly. The report holds file paths,
 categories, kinds and counts: never a value. A DuckDB block freed by a delete may hold old values
 in compressed form that no scan can read; that is why the erasure rebuilds every DuckDB file it
 touches instead of trusting a scan of freed blocks.
@@ -61,6 +63,10 @@ from privacy_lakehouse.sql_quote import quote_ident
 
 CATEGORIES = ("plaintext", "token", "ciphertext", "derived")
 MIN_NEEDLE_LENGTH = 5  # shorter values (initials, tiny numbers) match by chance
+# Code-like identifiers count only in the case they are delivered in (each spelling of
+# `stored_spellings` is a needle of its own). Matched case-insensitively, an account number such
+# as A0511150 was found in 8 characters of a lowercase hex hash inside compressed Parquet bytes.
+CASED_KINDS = frozenset({"customer_id", "account_id", "iban", "card_number", "national_id"})
 SKIPPED_DIRS = frozenset({"_duckdb_extensions", ".git", "__pycache__"})
 DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 _CHUNK_BYTES = 8 << 20
@@ -124,12 +130,14 @@ class SubjectTraces:
                     )
                     for spelling in spellings:
                         if len(spelling) >= MIN_NEEDLE_LENGTH:
-                            key = (
-                                category,
-                                spelling.lower() if category == "plaintext" else spelling,
-                            )
+                            folded = category == "plaintext" and kind not in CASED_KINDS
+                            key = (category, spelling.lower() if folded else spelling)
                             found.setdefault(key, Needle(spelling, category, kind, self.label))
         return list(found.values())
+
+
+def _case_matters(needle: Needle) -> bool:
+    return needle.category != "plaintext" or needle.kind in CASED_KINDS
 
 
 def stored_spellings(kind: str, value: str) -> set[str]:
@@ -290,9 +298,7 @@ class TraceMatcher:
                     break
                 for needle in self._classify_bytes(match.group(0)):
                     # An exact needle matched case-insensitively is no match.
-                    if needle.category != "plaintext" and match.group(0) not in _byte_forms(
-                        needle.value
-                    ):
+                    if _case_matters(needle) and match.group(0) not in _byte_forms(needle.value):
                         continue
                     hits[needle] += 1
         return hits
@@ -310,7 +316,7 @@ class TraceMatcher:
             return hits
         for match in self._text_re.finditer(text):
             for needle in self._classify_text(match.group(0)):
-                if needle.category != "plaintext" and match.group(0) != needle.value:
+                if _case_matters(needle) and match.group(0) != needle.value:
                     continue
                 hits[needle] += 1
         return hits

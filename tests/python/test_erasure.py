@@ -495,6 +495,24 @@ def test_a_large_batch_is_screened_by_an_automaton_and_non_ascii_needles_by_re2(
     assert sorted(n.kind for n in matcher.scan_bytes(raw)) == ["email", "subject_token"]
 
 
+def test_code_like_identifiers_count_only_in_their_delivered_case():
+    traces = SubjectTraces("codes")
+    traces.add("plaintext", "account_id", ["A0511150"])
+    traces.add("plaintext", "iban", ["nl27 lake 0191 4226 91"])
+    traces.add("plaintext", "email", ["Jane.Roe@mail.example"])
+    matcher = TraceMatcher(traces.needles())
+    # Seen at 10M: a lowercase hex hash inside snappy-compressed bytes, between tag bytes.
+    compressed = b'\x1c37d3e153\x0e\xc55\x1ca0511150"\xde$\x04d3'
+    assert not matcher.scan_bytes(compressed)
+    assert not matcher.find_in_text("hash a0511150 end")
+    found = matcher.scan_bytes(b'\x1cA0511150" NL27LAKE0191422691 JANE.ROE@MAIL.EXAMPLE')
+    assert sorted(n.kind for n in found) == ["account_id", "email", "iban"]
+    # Every delivered spelling of a code stays a needle of its own.
+    ibans = {n.value for n in traces.needles() if n.kind == "iban"}
+    assert {"nl27 lake 0191 4226 91", "NL27LAKE0191422691", "NL27 LAKE 0191 4226 91"} <= ibans
+    assert sum(matcher.find_in_text("iban nl27 lake 0191 4226 91.").values()) == 1
+
+
 def test_needles_longer_than_the_recursion_limit_are_found(tmp_path):
     # A subject's ciphertext can be thousands of characters long (a support note, a
     # quarantined record); the trie regex of the confirmation must not recurse per character.
