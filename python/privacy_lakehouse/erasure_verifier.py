@@ -27,12 +27,12 @@ files; `target/`; `logs/`) and looks for every trace two ways:
   nested ones included, is searched.
 
 Plaintext matches must stand alone (not inside a longer word or number) and are
-case-insensitive, except code-like identifiers (customer and account numbers, IBANs, card numbers,
-national ids: `CASED_KINDS`), which count in their stored spellings' case; tokens, ciphertexts and
-derived values match exactly. The report holds file paths,
-categories, kinds and counts: never a value. A DuckDB block freed by a delete may hold old values
-in compressed form that no scan can read; that is why the erasure rebuilds every DuckDB file it
-touches instead of trusting a scan of freed blocks.
+case-insensitive, except code-like identifiers (customer and account numbers, IBANs, card
+numbers, national ids: `CASED_KINDS`), which count in their stored spellings' case; tokens,
+ciphertexts and derived values match exactly. The report holds file paths, categories, kinds and
+counts: never a value. A DuckDB block freed by a delete may hold old values in compressed form
+that no scan can read; that is why the erasure rebuilds every DuckDB file it touches instead of
+trusting a scan of freed blocks.
 """
 
 from __future__ import annotations
@@ -297,7 +297,7 @@ class TraceMatcher:
                 if match.start() >= stop:
                     break
                 for needle in self._classify_bytes(match.group(0)):
-                    # An exact needle matched case-insensitively is no match.
+                    # A needle whose case matters, matched case-insensitively, is no match.
                     if _case_matters(needle) and match.group(0) not in _byte_forms(needle.value):
                         continue
                     hits[needle] += 1
