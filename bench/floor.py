@@ -21,7 +21,7 @@ import duckdb
 import pyarrow as pa
 from deltalake import write_deltalake
 
-BATCH_ROWS = 100_000
+BATCH_ROWS = 16_384  # as the project writer streams (privacy_lakehouse.delta_layout)
 
 # source name -> (glob under the landing folder, DuckDB table function over the files)
 SOURCES = {

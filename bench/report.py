@@ -154,6 +154,9 @@ def peak_memory_target(steps: dict[str, Any]) -> tuple[str, str, str | None, boo
         return "peak memory", goal, None, None, note
     worst = max(peaks, key=peaks.get)
     budget = steps["bounded_build"].get("memory_limit", "?")
+    threads = steps["bounded_build"].get("threads")
+    if threads:
+        budget += f" and {threads} dbt thread" + ("" if threads == 1 else "s")
     note = (
         f"largest: {worst}; the full build with DuckDB limited to {budget} took "
         f"{steps['bounded_build']['seconds']['median']:.1f} s"

@@ -81,9 +81,11 @@ PER_SCALE_STEPS = set(STEPS) - {"keyring_rotation", "profile"}
 # build their own output.
 NEEDS_PRIVACY_ON_LAKE = PER_SCALE_STEPS - {"floor", "privacy_off", "bounded_build"}
 MEMORY_LIMIT_ENV = "PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT"
-# DuckDB's memory_limit in the bounded build. At 10M, 2GB runs out of memory in
-# fct_card_activity (two windows and three joins over 9M rows in one query); 3GB passes.
-DEFAULT_MEMORY_BUDGET = "3GB"
+# DuckDB's memory_limit and dbt threads of the bounded build: at 10M, 1GB and one model at a
+# time keeps the whole process under 3 GB. With 2 threads, 1GB or 1.25GB ran out of memory in
+# raw_cards__transactions (its neighbours' sorts share the limit), and 1.5GB peaked at 3.2 GB.
+DEFAULT_MEMORY_BUDGET = "1GB"
+DEFAULT_BOUNDED_THREADS = 1
 # Environment that would point the bench at someone's real keys or lake: never inherited.
 _SCRUBBED_ENV = (
     "PRIVACY_LAKEHOUSE_MASTER_KEY",
@@ -219,10 +221,13 @@ class Bench:
 
     def dbt_build(self, scale: Scale, label: str, *, privacy: bool = True,
                   landing: Path | None = None,
-                  memory_limit: str | None = None) -> Sample:  # fmt: skip
+                  memory_limit: str | None = None,
+                  threads: int | None = None) -> Sample:  # fmt: skip
         argv = [DBT, "build", "--target", "bench", "--project-dir", str(self.project),
                 "--profiles-dir", str(self.project), "--target-path", str(scale.target),
                 "--log-path", str(scale.logs / "dbt")]  # fmt: skip
+        if threads:
+            argv += ["--threads", str(threads)]
         extra: dict[str, str] = {}
         if not privacy:
             argv += ["--vars", "{privacy_treatments: off}", "--exclude", *PRIVACY_OFF_EXCLUDE]
@@ -337,14 +342,18 @@ class Bench:
                     lambda r=run: self.dbt_build(scale, f"privacy_off_{r + 1}", privacy=False),
                 )
             if "bounded_build" in self.only:
-                budget = self.args.memory_budget
-                log(f"{scale.name}: dbt build, DuckDB memory {budget}, "
-                    f"run {run + 1}/{scale.repeat}")  # fmt: skip
+                log(
+                    f"{scale.name}: dbt build, DuckDB memory {self.args.memory_budget}, "
+                    f"{self.args.bounded_threads} thread(s), run {run + 1}/{scale.repeat}"
+                )
                 self.fresh_lake(scale)
                 attempt(
                     "bounded_build",
                     lambda r=run: self.dbt_build(
-                        scale, f"bounded_build_{r + 1}", memory_limit=self.args.memory_budget
+                        scale,
+                        f"bounded_build_{r + 1}",
+                        memory_limit=self.args.memory_budget,
+                        threads=self.args.bounded_threads,
                     ),
                 )
             if run < build_runs:
@@ -356,6 +365,7 @@ class Bench:
                 steps[name] = summarize(runs, "seconds" if name == "floor" else None)
         if samples["bounded_build"]:
             steps["bounded_build"]["memory_limit"] = self.args.memory_budget
+            steps["bounded_build"]["threads"] = self.args.bounded_threads
         for name in ("full_build", "privacy_off", "bounded_build"):
             if samples[name]:
                 steps[name]["slowest_nodes"] = samples[name][-1].details.get("slowest", [])
@@ -594,6 +604,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-budget", default=DEFAULT_MEMORY_BUDGET,
                         help="DuckDB memory_limit of the bounded_build step, which measures the "
                         f"peak-memory target (default {DEFAULT_MEMORY_BUDGET})")  # fmt: skip
+    parser.add_argument("--bounded-threads", type=int, default=DEFAULT_BOUNDED_THREADS,
+                        help="dbt threads of the bounded_build step "
+                        f"(default {DEFAULT_BOUNDED_THREADS}: one model at a time)")  # fmt: skip
     parser.add_argument("--work-dir", default=str(BENCH_DIR / "work"))
     parser.add_argument("--results-dir", default=str(BENCH_DIR / "results"))
     args = parser.parse_args(argv)

@@ -1,4 +1,5 @@
-"""How every Parquet file of the lake is laid out, whoever writes it (models, erasure, rotation).
+"""How every Parquet file of the lake is laid out and fed, whoever writes it (models, erasure,
+rotation).
 
 Row groups of 122,880 rows, DuckDB's own row-group size: delta-rs otherwise buffers a row group
 of about a million rows per open file before it encodes anything, which at the 10M benchmark
@@ -11,6 +12,14 @@ from __future__ import annotations
 from deltalake import WriterProperties
 
 ROW_GROUP_ROWS = 122_880
+# Rows per record batch streamed from DuckDB into delta-rs. delta-rs holds several batches in
+# flight while it encodes: with 100,000-row batches, writing the 1M bronze customers (about 820
+# bytes a row, mostly ciphertext) took 1.0 GB beyond DuckDB; with 16,384 rows, about 0.4 GB,
+# and no slower (bench/README.md).
+WRITE_BATCH_ROWS = 16_384
+# File cap of tables clustered by subject token (unless a model sets its own): a subject's rows
+# sit in few small files, so an erasure rewrites little.
+CLUSTERED_FILE_BYTES = 16 * 1024 * 1024
 # delta-rs writes Snappy by default, but any WriterProperties without a codec means uncompressed.
 COMPRESSION = "SNAPPY"
 

@@ -30,13 +30,15 @@ from dbt_common.exceptions import DbtRuntimeError
 from deltalake import DeltaTable, write_deltalake
 
 from privacy_lakehouse import duckdb_setup, hooks
-from privacy_lakehouse.delta_layout import writer_properties
+from privacy_lakehouse.delta_layout import (
+    CLUSTERED_FILE_BYTES,
+    WRITE_BATCH_ROWS,
+    writer_properties,
+)
 from privacy_lakehouse.sql_quote import quote_ident, sql_string
 
 log = logging.getLogger("privacy_lakehouse.delta_writer")
 
-BATCH_ROWS = 100_000
-CLUSTERED_FILE_BYTES = 16 * 1024 * 1024  # file cap of clustered tables unless configured
 WRITE_COMMANDS = {"build", "run", "seed", "snapshot"}
 FAULT_ENV = "PRIVACY_LAKEHOUSE_FAULT_AFTER_BATCHES"  # test hook: simulate a crash mid-write
 
@@ -325,7 +327,7 @@ def _projection(columns: list[tuple[str, str]], casts: dict[str, str]) -> str:
 
 def _batches(cursor, sql: str, counter: dict[str, int]) -> pa.RecordBatchReader:
     """Stream the query as record batches (bounded memory), counting rows as delta-rs pulls them."""
-    reader = cursor.execute(sql).fetch_record_batch(BATCH_ROWS)
+    reader = cursor.execute(sql).fetch_record_batch(WRITE_BATCH_ROWS)
     fault_after = int(os.environ.get(FAULT_ENV, "0") or 0)
 
     def generate() -> Iterator[pa.RecordBatch]:

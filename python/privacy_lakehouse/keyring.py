@@ -465,6 +465,13 @@ def _select_data_keys(
     db: sqlite3.Connection, tokens: list[str]
 ) -> list[tuple[str, bytes | None, int | None]]:
     """(token, wrapped key or None if destroyed, master key version) of the tokens with a key."""
+    return list(_iter_data_keys(db, tokens))
+
+
+def _iter_data_keys(
+    db: sqlite3.Connection, tokens: list[str]
+) -> Iterator[tuple[str, bytes | None, int | None]]:
+    """`_select_data_keys` row by row: a million subjects' rows held at once took about 250 MB."""
     if len(tokens) >= _SCAN_STORE_FROM:
         (stored,) = db.execute("SELECT coalesce(max(key_id), 0) FROM data_keys").fetchone()
         if 4 * len(tokens) >= stored:
@@ -473,18 +480,19 @@ def _select_data_keys(
                 "SELECT s.subject_token, d.wrapped_key, d.kek_version FROM subject_keys AS s "
                 "CROSS JOIN data_keys AS d ON d.key_id = s.key_id"
             )
-            found: list[tuple[str, bytes | None, int | None]] = []
             while batch := cursor.fetchmany(65_536):
-                found.extend(row for row in batch if row[0] in wanted)
-            return found
+                yield from (row for row in batch if row[0] in wanted)
+            return
     # The tokens travel as one JSON parameter instead of IN lists of bound values; CROSS JOIN
     # keeps that list the outer loop, so each token costs one primary-key probe.
-    return db.execute(
+    cursor = db.execute(
         "SELECT s.subject_token, d.wrapped_key, d.kek_version FROM json_each(?) AS wanted "
         "CROSS JOIN subject_keys AS s ON s.subject_token = wanted.value "
         "CROSS JOIN data_keys AS d ON d.key_id = s.key_id",
         (_json_token_list(tokens),),
-    ).fetchall()
+    )
+    while batch := cursor.fetchmany(65_536):
+        yield from batch
 
 
 def _string_list(values: Any) -> list[str | None]:
@@ -1076,19 +1084,22 @@ class Keyring:
         if not unknown:
             return len(tokens)
         _check_subject_tokens(unknown)
+        unwrapped: dict[str, bytes] = {}
+        stored: set[str] = set()
         with self._lock, self._write() as db:
-            rows = _select_data_keys(db, unknown)
-            stored = {row[0] for row in rows}
+            # Unwrapped as the rows stream in: holding every row (wrapped key and all) first
+            # took a quarter of a gigabyte at a million subjects.
+            for token, wrapped, kek_version in _iter_data_keys(db, unknown):
+                stored.add(token)
+                if wrapped is not None:
+                    unwrapped[token] = self._unwrap(wrapped, kek_version, "a subject data key")
             missing = [token for token in unknown if token not in stored]
             new_keys = self._insert_data_keys(db, missing) if missing else {}
         with self._lock:
             # Cached (as bytes only) once committed: a key lost in a rollback must never
             # encrypt data. Destroyed keys (no wrapped key) are not cached, so encrypting for
             # an erased subject still finds the tombstone and fails.
-            for token, wrapped, kek_version in rows:
-                if wrapped is not None:
-                    key = self._unwrap(wrapped, kek_version, "a subject data key")
-                    self._data_key_bytes[token] = key
+            self._data_key_bytes.update(unwrapped)
             self._data_key_bytes.update(new_keys)
         return len(tokens)
 

@@ -57,7 +57,11 @@ from deltalake import DeltaTable, write_deltalake
 from privacy_lakehouse import duckdb_functions
 from privacy_lakehouse.audit_log import AuditLog
 from privacy_lakehouse.build_evidence import decrypt_recorder, policy_version
-from privacy_lakehouse.delta_layout import writer_properties
+from privacy_lakehouse.delta_layout import (
+    CLUSTERED_FILE_BYTES,
+    WRITE_BATCH_ROWS,
+    writer_properties,
+)
 from privacy_lakehouse.duckdb_setup import connect, connection_config
 from privacy_lakehouse.keyring import (
     DEFAULT_DECRYPT_PURPOSES,
@@ -72,7 +76,7 @@ from privacy_lakehouse.sql_quote import sql_string as _sql_string
 
 ROTATION_PURPOSE = "key_rotation"
 EVIDENCE_FOLDER = "rotation"
-BATCH_ROWS = 100_000
+CLUSTER_COLUMN = "subject_token"  # the build clusters every table holding it by it
 _SKIPPED_LAKE_FOLDERS = {"_duckdb_extensions", "_evidence", "_audit"}
 
 # Which plaintext each rotatable salt tokenizes, where bronze keeps it as ciphertext, and the
@@ -474,6 +478,9 @@ def _rewrite_select(table: LakeTable, column: str, reencrypt: list[str]) -> str:
 def _rewrite_delta_table(
     conn, table: LakeTable, column: str, reencrypt: list[str]
 ) -> dict[str, Any] | None:
+    """Rewrite `table` with `column` re-tokenized. A table with subject tokens is written sorted
+    by them into capped files, as the build clusters it: new subject tokens fall in a new order,
+    and without this one subject's erasure after a rotation would rewrite most of its files."""
     changing, rows_before = conn.execute(
         f"select count(*) filter (where {_ident(column)} in (select old_token from rotation_map)),"
         f" count(*) from {table.scan()}"
@@ -483,7 +490,11 @@ def _rewrite_delta_table(
     delta = DeltaTable(str(table.path))
     version_before = delta.version()
     counter = {"rows": 0}
-    reader = conn.execute(_rewrite_select(table, column, reencrypt)).fetch_record_batch(BATCH_ROWS)
+    select = _rewrite_select(table, column, reencrypt)
+    cluster = CLUSTER_COLUMN in table.columns
+    if cluster:
+        select = f"select * from ({select}) as rewritten order by {_ident(CLUSTER_COLUMN)}"
+    reader = conn.execute(select).fetch_record_batch(WRITE_BATCH_ROWS)
 
     def counted() -> Iterator[pa.RecordBatch]:
         for batch in reader:
@@ -496,6 +507,7 @@ def _rewrite_delta_table(
         pa.RecordBatchReader.from_batches(reader.schema, counted()),
         mode="overwrite",
         partition_by=delta.metadata().partition_columns or None,
+        target_file_size=CLUSTERED_FILE_BYTES if cluster else None,
         writer_properties=writer_properties(),
     )
     if counter["rows"] != rows_before:

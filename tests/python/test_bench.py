@@ -221,9 +221,10 @@ def test_tiny_run_writes_json_with_every_figure(tiny_run):
     assert targets["full build vs floor"]["met"] == (ratios["full_build_over_floor"] <= 3)
     assert targets["incremental +1%"]["met"] is None
     # Judged on the bounded build and the tools, with the unbounded builds quoted beside it.
-    assert run["steps"]["bounded_build"]["memory_limit"] == "3GB"
+    assert run["steps"]["bounded_build"]["memory_limit"] == "1GB"
+    assert run["steps"]["bounded_build"]["threads"] == 1
     peak = targets["peak memory"]
-    assert peak["met"] is True and "DuckDB limited to 3GB" in peak["note"]
+    assert peak["met"] is True and "DuckDB limited to 1GB and 1 dbt thread" in peak["note"]
     assert "full_build" in peak["note"] and "privacy_off" in peak["note"]
     assert run["steps"]["bounded_build"]["samples"][0]["details"]["model_rows"] == rows_on
     flat = targets["master-key rotation flat in rows"]
