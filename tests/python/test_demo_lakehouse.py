@@ -285,13 +285,18 @@ def test_gold_releases_meet_their_k(demo):
     assert smallest_group >= 5
 
 
+def consented_subjects(demo, purpose: str) -> str:
+    """SQL for the subjects whose current consent grants `purpose`."""
+    return (
+        f"select subject_token from delta_scan('{demo.lake}/silver/int_consents_historized') "
+        f"where purpose = '{purpose}' and is_current and is_granted"
+    )
+
+
 def test_monthly_spend_keeps_every_consented_transaction_and_only_cells_of_k(demo):
     con = demo.duckdb()
     silver, gold = demo.lake / "silver", demo.lake / "gold"
-    consented = (
-        f"select subject_token from delta_scan('{silver}/int_consents_historized') "
-        "where purpose = 'analytics' and is_current and is_granted"
-    )
+    consented = consented_subjects(demo, "analytics")
     # Cells computed independently: one (month, category) cell per group of transactions.
     expected_cells = con.execute(
         "select date_trunc('month', transaction_date) as month, merchant_category, "
@@ -361,10 +366,7 @@ def test_fraud_signals_equal_windows_over_every_row(demo):
     within a memory limit at scale); the signals must equal the plain windows over every row."""
     con = demo.duckdb()
     silver, gold = demo.lake / "silver", demo.lake / "gold"
-    consented = (
-        f"select subject_token from delta_scan('{silver}/int_consents_historized') "
-        "where purpose = 'fraud_prevention' and is_current and is_granted"
-    )
+    consented = consented_subjects(demo, "fraud_prevention")
     expected = con.execute(
         "select transaction_id, count(*) over (partition by card_token order by transaction_ts "
         "range between interval 1 hour preceding and current row), "
