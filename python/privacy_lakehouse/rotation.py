@@ -488,8 +488,9 @@ def _rewrite_delta_table(
     delta = DeltaTable(str(table.path))
     version_before = delta.version()
     counter = {"rows": 0}
-    select = _rewrite_select(table, column, reencrypt)
-    reader = conn.execute(select).fetch_record_batch(WRITE_BATCH_ROWS)
+    reader = conn.execute(_rewrite_select(table, column, reencrypt)).fetch_record_batch(
+        WRITE_BATCH_ROWS
+    )
 
     def counted() -> Iterator[pa.RecordBatch]:
         for batch in reader:
