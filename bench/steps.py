@@ -237,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     profile.add_argument("--values", type=int, required=True)
     profile.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    from privacy_lakehouse.cli import configure_progress
+
+    configure_progress()  # the step's log (stderr) shows where its time goes
     if args.step == "make-keyring":
         return _print(make_keyring(args.subjects))
     if args.step == "rotate-master-key":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 # (command name, module, one-line help). Modules are imported lazily so `--help` stays fast.
@@ -38,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Privacy-first lakehouse operations: data generation, keys, retention, "
         "erasure, audit and access.",
     )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress lines on stderr (long operations print what they are doing by default; "
+        "results and errors print either way)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name, help_text in COMMANDS:
@@ -51,7 +59,30 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_progress(quiet=args.quiet)
     return int(args._run(args) or 0)
+
+
+class _ProgressHandler(logging.Handler):
+    """Writes to whatever sys.stderr is at the time (tests and callers may swap it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:  # noqa: BLE001 - logging must never break the operation
+            self.handleError(record)
+
+
+def configure_progress(*, quiet: bool = False) -> None:
+    """Progress lines of the project's modules on stderr (names and counts, never values).
+
+    Only the package's own logger: libraries keep their defaults."""
+    logger = logging.getLogger("privacy_lakehouse")
+    if not any(isinstance(handler, _ProgressHandler) for handler in logger.handlers):
+        handler = _ProgressHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 if __name__ == "__main__":

@@ -1153,6 +1153,12 @@ def _run_erasure(
     owner_of = {token: s for s in subjects for token in s.subject_tokens}
     tables = [t for t in discover_tables(lake_dir) if not t.is_control]
     subject_tables = [t for t in tables if SUBJECT_COLUMN in t.columns]
+    log.info(
+        "erasure: %d request(s) resolved to %d subject(s); deleting from %d tables",
+        len(requests),
+        len(subjects),
+        len(subject_tables),
+    )
     traces = _merged_traces(subjects)
     residue = TraceMatcher([n for t in traces for n in t.needles()])
 
@@ -1163,7 +1169,16 @@ def _run_erasure(
         conditions: dict[str, Collection[str]] = {SUBJECT_COLUMN: owner_of}
         if table.name in quarantined:
             conditions["ingest_key"] = quarantined[table.name]
-        return remove_rows(table.path, conditions, scratch_root=scratch_root, name=table.name)
+        removal = remove_rows(table.path, conditions, scratch_root=scratch_root, name=table.name)
+        log.info(
+            "%s: %d rows deleted, %d of %d files rewritten (%.1f s)",
+            table.name,
+            removal.rows_deleted,
+            removal.files_rewritten,
+            removal.files_total,
+            removal.seconds,
+        )
+        return removal
 
     removals: list[RowRemoval] = _per_table(remove_from, subject_tables)
     rows_by_request: dict[str, Counter] = defaultdict(Counter)
@@ -1176,10 +1191,22 @@ def _run_erasure(
     all_tokens = sorted(owner_of)
     duckdb_results = []
     for database in duckdb_files(lake_dir):
+        started = time.monotonic()
         outcome = _erase_from_duckdb(database, all_tokens, residue, lake_dir / "_duckdb_extensions")
         duckdb_results.append({"file": relative_to(database, lake_dir), **outcome})
+        log.info(
+            "%s: %d rows deleted (%.1f s)",
+            relative_to(database, lake_dir),
+            outcome.get("rows_deleted", 0),
+            time.monotonic() - started,
+        )
 
     keys = keyring.destroy_subject_keys(all_tokens) if all_tokens else {"data_keys_destroyed": 0}
+    log.info(
+        "erasure: %d data key(s) destroyed; removing old file versions of %d tables",
+        keys.get("data_keys_destroyed", 0),
+        len(tables),
+    )
     maintenance = [{"table": t.name, **purge_history(t.path)} for t in tables]
 
     for subject in subjects:
@@ -1196,7 +1223,13 @@ def _run_erasure(
     report: VerificationReport | None = None
     if verify:
         roots = [lake_dir, settings.root / "target", settings.root / "logs"]
+        log.info("erasure: verifying, every file of the lake, target/ and logs/ is scanned")
         report = verify_erasure(traces, roots, base=settings.root)
+        log.info(
+            "erasure: verification %s (%d files scanned)",
+            "passed" if report.passed else "FAILED",
+            sum(report.files_scanned.values()),
+        )
     record = {
         "kind": "erasure",
         "run_id": run_id,

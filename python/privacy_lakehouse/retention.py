@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
@@ -65,6 +66,8 @@ from deltalake import DeltaTable
 from privacy_lakehouse.audit_log import AuditLog
 from privacy_lakehouse.hooks import BuildContext, after_build
 from privacy_lakehouse.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
 
 AS_OF_ENV = "PRIVACY_LAKEHOUSE_RETENTION_AS_OF"
 AS_OF_VAR = "retention_as_of"
@@ -406,6 +409,15 @@ def _enforce_table(
     outcome.version_after = table.version()
     outcome.schema_changed = pa.schema(table.schema().to_arrow()) != schema_before
     outcome.seconds = round(time.monotonic() - started, 3)
+    log.info(
+        "%s: %d rows %s, %d old files %s (%.1f s)",
+        target.table,
+        outcome.rows_expired if dry_run else outcome.rows_deleted,
+        "would be deleted" if dry_run else "deleted",
+        outcome.files_vacuumed,
+        "to vacuum" if dry_run else "vacuumed",
+        outcome.seconds,
+    )
     return outcome
 
 

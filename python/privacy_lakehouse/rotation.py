@@ -42,7 +42,10 @@ import argparse
 import contextlib
 import getpass
 import json
+import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -57,8 +60,12 @@ from deltalake import DeltaTable, write_deltalake
 from privacy_lakehouse import duckdb_functions
 from privacy_lakehouse.audit_log import AuditLog
 from privacy_lakehouse.build_evidence import decrypt_recorder, policy_version
-from privacy_lakehouse.delta_layout import WRITE_BATCH_ROWS, writer_properties
-from privacy_lakehouse.duckdb_setup import connect, connection_config
+from privacy_lakehouse.delta_layout import (
+    CLUSTERED_FILE_BYTES,
+    WRITE_BATCH_ROWS,
+    writer_properties,
+)
+from privacy_lakehouse.duckdb_setup import MEMORY_LIMIT_ENV, connect, connection_config
 from privacy_lakehouse.keyring import (
     DEFAULT_DECRYPT_PURPOSES,
     DEFAULT_SALT_GRACE,
@@ -73,6 +80,13 @@ from privacy_lakehouse.sql_quote import sql_string as _sql_string
 ROTATION_PURPOSE = "key_rotation"
 EVIDENCE_FOLDER = "rotation"
 _SKIPPED_LAKE_FOLDERS = {"_duckdb_extensions", "_evidence", "_audit"}
+# The rewrite sorts each table by subject token (the erasure's key) and may spill while it does.
+# Without this bound DuckDB takes up to 80% of RAM; with it, at 10M card transactions the whole
+# rotation stays under 3 GB (bench/README.md). PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT overrides.
+REWRITE_MEMORY_LIMIT = "1GB"
+SPILL_PREFIX = ".rotation-spill-"
+CLUSTER_COLUMN = "subject_token"
+log = logging.getLogger(__name__)
 
 # Which plaintext each rotatable salt tokenizes, where bronze keeps it as ciphertext, and the
 # normalisation the bronze model applied before tokenizing. Each query yields (seen_token, value)
@@ -279,11 +293,40 @@ def _operator() -> str:
 
 
 def _connect(settings: Settings, keyring: Keyring, actor: str) -> duckdb.DuckDBPyConnection:
+    """The checking connection: plaintext is decrypted into this in-memory database, so it
+    never spills to disk."""
     conn = connect(extension_dir=settings.lake_dir / "_duckdb_extensions")
-    # Plaintext is decrypted into this in-memory database; it must never spill to disk.
     conn.execute("set temp_directory = ''")
     duckdb_functions.register(conn, keyring, actor=actor)
+    return conn
 
+
+@contextlib.contextmanager
+def _rewrite_connection(
+    settings: Settings, keyring: Keyring, actor: str, token_map: pa.Table
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The rewriting connection: it holds the old -> new token map and sees tokens and
+    ciphertext only (the re-encryption's plaintext stays inside the Python function), so it may
+    sort the rewritten rows by subject token and spill, within a memory bound, into a private
+    folder of the lake that is removed afterwards."""
+    spill = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=settings.lake_dir))
+    conn = connect(extension_dir=settings.lake_dir / "_duckdb_extensions")
+    try:
+        conn.execute(f"set temp_directory = {_sql_string(str(spill))}")
+        if not os.environ.get(MEMORY_LIMIT_ENV, "").strip():
+            conn.execute(f"set memory_limit = {_sql_string(REWRITE_MEMORY_LIMIT)}")
+        conn.execute("set preserve_insertion_order = false")
+        conn.register("rotation_map_rows", token_map)
+        conn.execute("create temp table rotation_map as select * from rotation_map_rows")
+        conn.unregister("rotation_map_rows")
+        _register_reencrypt(conn, keyring, actor)
+        yield conn
+    finally:
+        conn.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _register_reencrypt(conn, keyring: Keyring, actor: str) -> None:
     def reencrypt(old_tokens: Any, new_tokens: Any, ciphertexts: Any) -> pa.Array:
         # Plaintext stays in Python: decrypted under the old token, sealed under the new one.
         plain = keyring.decrypt_many(old_tokens, ciphertexts, ROTATION_PURPOSE, actor)
@@ -299,7 +342,6 @@ def _connect(settings: Settings, keyring: Keyring, actor: str) -> duckdb.DuckDBP
         null_handling="special",
         side_effects=True,
     )
-    return conn
 
 
 def _utcnow() -> datetime:
@@ -473,12 +515,12 @@ def _rewrite_select(table: LakeTable, column: str, reencrypt: list[str]) -> str:
 def _rewrite_delta_table(
     conn, table: LakeTable, column: str, reencrypt: list[str]
 ) -> dict[str, Any] | None:
-    """Rewrite `table` with `column` re-tokenized, rows in the order they were read.
+    """Rewrite `table` with `column` re-tokenized.
 
-    Not re-sorted by the new subject tokens: this connection holds plaintext and never spills,
-    and sorting bronze card transactions in memory took the rotation at 10M from 3.3 GiB to 7.6
-    GiB. Tables the rebuild rewrites are clustered again by it; the append-only and merged ones
-    are not, so an erasure after a subject-salt rotation rewrites more files (bench/README.md)."""
+    A table with a subject token is written sorted by it, in files of the clustered size, as
+    the models write it: new subject tokens order rows differently from old ones, and without
+    the sort each subject's rows would spread over every file, so an erasure after a rotation
+    would rewrite the whole table."""
     changing, rows_before = conn.execute(
         f"select count(*) filter (where {_ident(column)} in (select old_token from rotation_map)),"
         f" count(*) from {table.scan()}"
@@ -488,9 +530,19 @@ def _rewrite_delta_table(
     delta = DeltaTable(str(table.path))
     version_before = delta.version()
     counter = {"rows": 0}
-    reader = conn.execute(_rewrite_select(table, column, reencrypt)).fetch_record_batch(
-        WRITE_BATCH_ROWS
+    select = _rewrite_select(table, column, reencrypt)
+    clustered = CLUSTER_COLUMN in table.columns
+    if clustered:
+        select = f"select * from ({select}) as rewritten order by {_ident(CLUSTER_COLUMN)}"
+    log.info(
+        "%s: rewriting %s rows (%s with an old token)%s",
+        table.relative,
+        f"{rows_before:,}",
+        f"{changing:,}",
+        f", sorted by {CLUSTER_COLUMN}" if clustered else "",
     )
+    started = time.monotonic()
+    reader = conn.execute(select).fetch_record_batch(WRITE_BATCH_ROWS)
 
     def counted() -> Iterator[pa.RecordBatch]:
         for batch in reader:
@@ -503,8 +555,10 @@ def _rewrite_delta_table(
         pa.RecordBatchReader.from_batches(reader.schema, counted()),
         mode="overwrite",
         partition_by=delta.metadata().partition_columns or None,
+        target_file_size=CLUSTERED_FILE_BYTES if clustered else None,
         writer_properties=writer_properties(),
     )
+    log.info("%s: written in %.1f s", table.relative, time.monotonic() - started)
     if counter["rows"] != rows_before:
         raise RotationError(
             f"{table.relative}: wrote {counter['rows']} rows where {rows_before} were read; "
@@ -660,10 +714,22 @@ def rotate_salt_in_lake(
             warehouse = _open_warehouse(settings) if conn is not None else None
             versions_before, plaintext_rows = {}, {}
             if conn is not None:
+                log.info(
+                    "salt '%s': %d tables hold %s; counting token versions",
+                    name,
+                    len(using),
+                    use.token_column,
+                )
                 versions_before = {
                     t.relative: _token_versions(conn, t, use.token_column) for t in using
                 }
+                log.info("salt '%s': decrypting the values behind the tokens", name)
                 plaintext_rows = _prepare_plaintext(conn, name, use, tables)
+                log.info(
+                    "salt '%s': checking that %s decrypted values re-derive their tokens",
+                    name,
+                    f"{sum(plaintext_rows.values()):,}",
+                )
                 _check_plaintext(conn, name, live)
                 _build_old_token_map(conn, name, live)
                 missing = _unmappable(conn, using, use.token_column)
@@ -696,6 +762,7 @@ def rotate_salt_in_lake(
                     f"from rotation_old where old_token not like 'v{int(target)}:%'"
                 )
                 mapped = conn.execute("select count(*) from rotation_map").fetchone()[0]
+                log.info("salt '%s': %s tokens mapped to version %d", name, f"{mapped:,}", target)
                 subject = name == "subject"
                 if subject:
                     conn.execute("create or replace temp table rotation_present (token varchar)")
@@ -705,16 +772,24 @@ def rotate_salt_in_lake(
                             f"{_ident(use.token_column)} from {table.scan()}"
                         )
                     links = _link_subjects(keyring, conn)
-                for table in using:
-                    reencrypt = _ciphertext_columns(table.columns) if subject else []
-                    entry = _rewrite_delta_table(conn, table, use.token_column, reencrypt)
-                    if entry is not None:
-                        entry["token_versions_before"] = versions_before[table.relative]
-                        rewritten.append(entry)
-                if warehouse is not None:
-                    rewritten += _rewrite_warehouse(conn, warehouse, use.token_column, subject)
-                conn.execute("drop table rotation_plain")
-                conn.execute("drop table rotation_old")
+                token_map = conn.execute(
+                    "select old_token, new_token from rotation_map"
+                ).fetch_arrow_table()
+                # The plaintext goes with the checking connection, before any rewrite starts.
+                conn.close()
+                conn = None
+                with _rewrite_connection(settings, keyring, actor, token_map) as rewriter:
+                    del token_map
+                    for table in using:
+                        reencrypt = _ciphertext_columns(table.columns) if subject else []
+                        entry = _rewrite_delta_table(rewriter, table, use.token_column, reencrypt)
+                        if entry is not None:
+                            entry["token_versions_before"] = versions_before[table.relative]
+                            rewritten.append(entry)
+                    if warehouse is not None:
+                        rewritten += _rewrite_warehouse(
+                            rewriter, warehouse, use.token_column, subject
+                        )
         except duckdb.Error as error:
             outcome = (
                 "Nothing was changed."

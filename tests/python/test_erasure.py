@@ -305,6 +305,10 @@ def test_identifiers_never_reach_output_logs_or_evidence(erased):
     audit = (erased.settings.lake_dir / "_audit" / "audit.jsonl").read_text()
     assert '"action":"erasure"' in audit and '"action":"decrypt"' in audit
     assert "REQ-A" in erased.output and "verification: PASS" in erased.output
+    # Progress lines say what is being done, table by table, in names and counts only.
+    assert "erasure: 2 request(s) resolved to 2 subject(s)" in erased.output
+    assert re.search(r"bronze/raw_cards__transactions: [1-9][0-9]* rows deleted", erased.output)
+    assert "erasure: verification passed" in erased.output
     for text in (erased.output, erased.evidence_text, audit):
         for value in erased_needles(erased):
             assert value.lower() not in text.lower()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, write_deltalake
 from privacy_lakehouse import duckdb_functions, rotation
@@ -107,6 +109,25 @@ def rotate(demo: Demo, name: str, **options: Any) -> dict[str, Any]:
         return rotation.rotate_salt_in_lake(name, **options)
 
 
+def files_in_token_order(table: Path) -> list[bool]:
+    """Per active data file: are its subject tokens in ascending order (nulls last)?"""
+    order = []
+    for uri in DeltaTable(str(table)).file_uris():
+        tokens = pq.read_table(uri, columns=["subject_token"])["subject_token"].to_pylist()
+        present = [t for t in tokens if t is not None]
+        order.append(present == sorted(present) and tokens[: len(present)] == present)
+    return order
+
+
+class ProgressLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def landing_customer_ids(demo: Demo, limit: int = 80) -> list[str]:
     con = demo.duckdb()
     return [
@@ -134,6 +155,9 @@ class RotatedLake:
     prefixes_after: dict[str, set[str]] = field(default_factory=dict)
     snapshot_after: tuple[int, int, set[str]] = (0, 0, set())
     silver_customers_after_batch: int = 0
+    progress: list[str] = field(default_factory=list)  # the subject rotation's progress lines
+    bronze_file_order: dict[str, list[bool]] = field(default_factory=dict)
+    lake_entries_after: set[str] = field(default_factory=set)
 
 
 @pytest.fixture(scope="module")
@@ -155,17 +179,32 @@ def rotated(demo, tmp_path_factory) -> RotatedLake:
         if transactions:
             break
     ring.close()
-    state = RotatedLake(
-        lake=lake,
-        counts_before=counts(lake),
-        prefixes_before={name_of(lake, t): token_prefixes(t) for t in tables},
-        snapshot_before=snapshot_stats(lake),
-        customer_id=customer_id,
-        old_token=old_token,
-        transactions_before=transactions,
-        subject=rotate(lake, "subject", rebuild=True),
-        email={},
-    )
+    progress = ProgressLines()
+    package_logger = logging.getLogger("privacy_lakehouse")
+    level = package_logger.level
+    package_logger.addHandler(progress)
+    package_logger.setLevel(logging.INFO)
+    try:
+        state = RotatedLake(
+            lake=lake,
+            counts_before=counts(lake),
+            prefixes_before={name_of(lake, t): token_prefixes(t) for t in tables},
+            snapshot_before=snapshot_stats(lake),
+            customer_id=customer_id,
+            old_token=old_token,
+            transactions_before=transactions,
+            subject=rotate(lake, "subject", rebuild=True),
+            email={},
+        )
+    finally:
+        package_logger.removeHandler(progress)
+        package_logger.setLevel(level)
+    state.progress = progress.lines
+    # Bronze is append-only: the rebuild does not rewrite it, so its order is the rotation's.
+    state.bronze_file_order = {
+        name_of(lake, t): files_in_token_order(t) for t in tables if "/bronze/" in str(t)
+    }
+    state.lake_entries_after = {entry.name for entry in lake.lake.iterdir()}
     state.counts_after = counts(lake)
     state.prefixes_after = {name_of(lake, t): token_prefixes(t) for t in tables}
     state.snapshot_after = snapshot_stats(lake)
@@ -202,6 +241,25 @@ def test_every_subject_token_moves_to_the_new_version_and_no_row_is_lost(rotated
     for evidence in (rotated.subject, rotated.email):
         assert evidence["rebuild"]["success"] is True
         assert not {"error", "fail"} & set(evidence["rebuild"]["node_statuses"])
+
+
+def test_rewritten_tables_stay_clustered_by_the_new_subject_tokens(rotated):
+    """Erasure prunes files by subject token: without the sort, rows would keep the old tokens'
+    order and every subject would spread over every file of an append-only table."""
+    order = rotated.bronze_file_order
+    assert {CUSTOMERS, "bronze/raw_cards__transactions"} <= set(order)
+    assert all(order.values()) and all(all(files) for files in order.values())
+    # The rewrite's spill folder is gone, and nothing else was left in the lake.
+    assert not {e for e in rotated.lake_entries_after if e.startswith(rotation.SPILL_PREFIX)}
+
+
+def test_progress_lines_name_tables_and_counts_never_tokens_or_values(rotated):
+    lines = rotated.progress
+    rewriting = [line for line in lines if ": rewriting " in line]
+    assert any(line.startswith("bronze/raw_cards__transactions: rewriting ") for line in rewriting)
+    assert all("sorted by subject_token" in line for line in rewriting)
+    assert any("tokens mapped to version 2" in line for line in lines)
+    assert not [line for line in lines if TOKEN.search(line) or rotated.customer_id in line]
 
 
 def test_a_customers_transactions_still_join_their_customer_row(rotated):
