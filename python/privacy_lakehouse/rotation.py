@@ -17,6 +17,9 @@ old ones, and every join between them would silently break. `rotate_salt_in_lake
    overwrite: one commit per table, no token in any predicate (delta-rs logs predicates). For
    the subject salt the table's ciphertext columns are re-encrypted under the new token too,
    because the ciphertext's associated data binds the subject token (same data key, new nonce).
+   Tables with a subject token are written sorted by it, so they stay clustered. The rewrite
+   runs in a second DuckDB connection that never sees plaintext and may therefore spill; the
+   first one, which holds decrypted values for the checks, is closed before it starts.
    DuckDB tables of the warehouse (the SCD2 snapshot) are updated the same way;
 5. records evidence (salt, versions, tables, row counts; never values) in
    `<lake>/_evidence/rotation/` and a `key_rotation` entry in the audit log;
@@ -81,8 +84,9 @@ ROTATION_PURPOSE = "key_rotation"
 EVIDENCE_FOLDER = "rotation"
 _SKIPPED_LAKE_FOLDERS = {"_duckdb_extensions", "_evidence", "_audit"}
 # The rewrite sorts each table by subject token (the erasure's key) and may spill while it does.
-# Without this bound DuckDB takes up to 80% of RAM; with it, at 10M card transactions the whole
-# rotation stays under 3 GB (bench/README.md). PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT overrides.
+# Without this bound DuckDB takes up to 80% of RAM; with it (also on the serving files'
+# republish), at 10M card transactions the whole rotation stays under 3 GB (bench/README.md).
+# PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT overrides it.
 REWRITE_MEMORY_LIMIT = "1GB"
 SPILL_PREFIX = ".rotation-spill-"
 CLUSTER_COLUMN = "subject_token"
@@ -309,12 +313,14 @@ def _rewrite_connection(
     ciphertext only (the re-encryption's plaintext stays inside the Python function), so it may
     sort the rewritten rows by subject token and spill, within a memory bound, into a private
     folder of the lake that is removed afterwards."""
+    # A run killed mid-sort leaves its folder behind; under the build lock none is in use.
+    for stale in settings.lake_dir.glob(SPILL_PREFIX + "*"):
+        shutil.rmtree(stale, ignore_errors=True)
     spill = Path(tempfile.mkdtemp(prefix=SPILL_PREFIX, dir=settings.lake_dir))
     conn = connect(extension_dir=settings.lake_dir / "_duckdb_extensions")
     try:
         conn.execute(f"set temp_directory = {_sql_string(str(spill))}")
-        if not os.environ.get(MEMORY_LIMIT_ENV, "").strip():
-            conn.execute(f"set memory_limit = {_sql_string(REWRITE_MEMORY_LIMIT)}")
+        conn.execute(f"set memory_limit = {_sql_string(_rewrite_memory_limit())}")
         conn.execute("set preserve_insertion_order = false")
         conn.register("rotation_map_rows", token_map)
         conn.execute("create temp table rotation_map as select * from rotation_map_rows")
@@ -324,6 +330,10 @@ def _rewrite_connection(
     finally:
         conn.close()
         shutil.rmtree(spill, ignore_errors=True)
+
+
+def _rewrite_memory_limit() -> str:
+    return os.environ.get(MEMORY_LIMIT_ENV, "").strip() or REWRITE_MEMORY_LIMIT
 
 
 def _register_reencrypt(conn, keyring: Keyring, actor: str) -> None:
@@ -576,18 +586,23 @@ def _rewrite_delta_table(
 
 
 def _rewrite_warehouse(conn, warehouse, column: str, subject: bool) -> list[dict[str, Any]]:
-    """Re-tokenize DuckDB tables of the warehouse (the SCD2 snapshot) in place, one UPDATE each.
+    """Re-tokenize DuckDB tables of the warehouse (the SCD2 snapshot): each is copied with the
+    new values into a fresh table that replaces it, in one transaction.
 
     Only tokens and ciphertext cross into the warehouse connection: new values are computed in
-    the rotation's own connection, per distinct (token, ciphertexts) combination.
+    the rewriting connection, per distinct (token, ciphertexts) combination. A copy rather than
+    an UPDATE: DuckDB keeps an UPDATE's old values in memory until it commits, and re-sealing a
+    million subjects' ciphertext that way ran out of memory under a 1GB limit, where a copy
+    streams to the file.
     """
     rewritten = []
     for schema, table, columns in _warehouse_tables(warehouse, column):
         target = f"{_ident(schema)}.{_ident(table)}"
         quoted = _ident(column)
         reencrypt = _ciphertext_columns(tuple(columns)) if subject else []
+        changed_columns = (column, *reencrypt)
         keys = [quoted, *(_ident(name) for name in reencrypt)]
-        rows = warehouse.execute(f"select count(*) from {target}").fetchone()[0]
+        log.info("warehouse %s.%s: re-tokenizing %s", schema, table, column)
         current = warehouse.execute(
             f"select distinct {', '.join(keys)} from {target} where {quoted} is not null"
         ).fetch_arrow_table()
@@ -606,19 +621,47 @@ def _rewrite_warehouse(conn, warehouse, column: str, subject: bool) -> list[dict
             ).fetch_arrow_table()
         finally:
             conn.unregister("rotation_current")
+        del current
         if updates.num_rows == 0:
             continue
+        matched = f"u.{_ident('new:' + column)} is not null"
+        projection = [
+            f"case when {matched} then u.{_ident('new:' + name)} else t.{_ident(name)} end "
+            f"as {_ident(name)}"
+            if name in changed_columns
+            else f"t.{_ident(name)}"
+            for name in columns
+        ]
+        on = " and ".join(
+            f"t.{_ident(name)} is not distinct from u.{_ident(name)}" for name in changed_columns
+        )
+        staged_name = f"{table}__rotation"
+        staged = f"{_ident(schema)}.{_ident(staged_name)}"
         warehouse.register("rotation_updates", updates)
         try:
-            sets = [f"{_ident(name)} = u.{_ident('new:' + name)}" for name in (column, *reencrypt)]
-            matches = [
-                f"t.{_ident(name)} is not distinct from u.{_ident(name)}"
-                for name in (column, *reencrypt)
-            ]
-            changed = warehouse.execute(
-                f"update {target} as t set {', '.join(sets)} from rotation_updates as u "
-                f"where {' and '.join(matches)}"
-            ).fetchone()[0]
+            warehouse.execute("begin transaction")
+            try:
+                warehouse.execute(f"drop table if exists {staged}")
+                warehouse.execute(
+                    f"create table {staged} as select {', '.join(projection)} "
+                    f"from {target} as t left join rotation_updates as u on {on}"
+                )
+                rows, changed, rows_after = warehouse.execute(
+                    f"select (select count(*) from {target}), "
+                    f"(select count(*) from {target} as t join rotation_updates as u on {on}), "
+                    f"(select count(*) from {staged})"
+                ).fetchone()
+                if rows_after != rows:
+                    raise RotationError(
+                        f"warehouse {schema}.{table}: the copy holds {rows_after} rows where "
+                        f"{rows} were read; nothing in it was changed"
+                    )
+                warehouse.execute(f"drop table {target}")
+                warehouse.execute(f"alter table {staged} rename to {_ident(table)}")
+                warehouse.execute("commit")
+            except BaseException:
+                warehouse.execute("rollback")
+                raise
         finally:
             warehouse.unregister("rotation_updates")
         rewritten.append(
@@ -636,6 +679,13 @@ def _rewrite_warehouse(conn, warehouse, column: str, subject: bool) -> list[dict
 def _duckdb_failure(error: Exception) -> str:
     """A DuckDB error, told without its text unless that text is the keyring's own (DuckDB's
     messages may quote a value, e.g. a failed cast; the keyring's never do)."""
+    if isinstance(error, duckdb.OutOfMemoryException):
+        configured = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
+        return (
+            f"DuckDB ran out of memory ({MEMORY_LIMIT_ENV}={configured or '(unset)'}; the checks "
+            "hold plaintext and never spill to disk); raise the limit: 1GB is enough for 1M "
+            "subjects and 10M card transactions"
+        )
     text = str(error)
     marker = "Python exception occurred while executing the UDF:"
     if marker in text:
@@ -852,6 +902,7 @@ def _republish_serving(settings: Settings, actor: str) -> dict[str, Any] | None:
             settings.lake_dir,
             load_policy(_policy_path(settings)),
             actor=actor,
+            memory_limit=_rewrite_memory_limit(),
         )
     except (serving.ServingError, PolicyError, OSError, ValueError) as error:
         # The lake is already consistent; the next build republishes the files.

@@ -207,12 +207,14 @@ def publish_purpose(
     policy_version: int | str | None,
     output_dir: str | os.PathLike | None = None,
     invocation_id: str | None = None,
+    memory_limit: str | None = None,
 ) -> dict[str, Any]:
     """Write `<purpose>.duckdb` and `<purpose>.json` (atomically) and return the description.
 
     Gold models that cannot be served are left out and listed under `skipped` with the reason
     (no Delta table yet, or none of their visible columns in it). Output goes to
-    `<lake>/serving/` unless `output_dir` is given.
+    `<lake>/serving/` unless `output_dir` is given. `memory_limit` bounds DuckDB's memory for
+    the copy (default: PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT, else DuckDB's own).
     """
     from privacy_lakehouse import duckdb_setup  # deferred: DuckDB is not needed to plan
 
@@ -230,6 +232,8 @@ def publish_purpose(
     skipped: dict[str, str] = {}
     conn = duckdb_setup.connect(staged, extension_dir=lake / EXTENSION_FOLDER)
     try:
+        if memory_limit:
+            conn.execute(f"set memory_limit = {_sql_string(memory_limit)}")
         for model in served_models(models, purpose):
             location = str((lake / model.location).resolve())
             if not Path(location, "_delta_log").is_dir():
@@ -324,6 +328,7 @@ def publish(
     audit_log: AuditLog | None = None,
     actor: str,
     invocation_id: str | None = None,
+    memory_limit: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Publish the serving file of each purpose (default: every purpose of the policy) and
     record one `export` audit entry per file. Returns {purpose: description}."""
@@ -344,6 +349,7 @@ def publish(
             policy_version=policy.version,
             output_dir=output_dir,
             invocation_id=invocation_id,
+            memory_limit=memory_limit,
         )
         audit.append(actor=actor, **export_entry_fields(description))
         published[purpose] = description

@@ -551,6 +551,10 @@ def test_a_half_done_rotation_is_resumed_and_guards_destruction(demo, demo_copy,
     ring = open_keyring(demo_copy)
     ring.rotate_salt("subject", grace=timedelta(0))
     ring.close()
+    # The crashed run's sort had spilled: the resumed run removes what it left.
+    stale = demo_copy.lake / f"{rotation.SPILL_PREFIX}crashed"
+    stale.mkdir()
+    (stale / "duckdb_temp_storage-0.tmp").write_bytes(b"\0" * 64)
     with demo_copy.env(), pytest.raises(rotation.RotationError, match="subject v1"):
         rotation.destroy_retired_salts_in_lake()
     parser = argparse.ArgumentParser()
@@ -562,6 +566,7 @@ def test_a_half_done_rotation_is_resumed_and_guards_destruction(demo, demo_copy,
     assert code == 0 and resumed["event"] == "salt_rotation_resumed"
     assert resumed["version_after"] == 2 and resumed["version_before"] is None
     assert {p for t in subject_tables(demo_copy) for p in token_prefixes(t)} == {"v2"}
+    assert not stale.exists() and not list(demo_copy.lake.glob(rotation.SPILL_PREFIX + "*"))
     # Serving files (copies of gold) were republished with the new tokens, without a build.
     assert resumed["serving_files"]["republished"]
     assert serving_token_prefixes(demo_copy) == {"v2"}
@@ -628,3 +633,18 @@ def test_master_key_rotation_cost_counts_keys_not_rows(demo_copy, capsys):
         2,
         3,
     ]
+
+
+def test_running_out_of_memory_says_which_setting_to_raise(demo_copy, monkeypatch):
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT", "1MB")
+    ring = open_keyring(demo_copy)
+    states_before = ring.status()["salts"]
+    ring.close()
+    with pytest.raises(rotation.RotationError) as refused:
+        rotate(demo_copy, "subject")
+    message = str(refused.value)
+    assert "ran out of memory" in message and "PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT=1MB" in message
+    assert "Nothing was changed." in message and not TOKEN.search(message)
+    ring = open_keyring(demo_copy)
+    assert ring.status()["salts"] == states_before
+    ring.close()
