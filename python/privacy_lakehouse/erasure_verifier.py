@@ -21,7 +21,9 @@ files; `target/`; `logs/`) and looks for every trace two ways:
 
 - raw bytes of every file (JSON logs, SQL, text, and whatever is stored uncompressed in binary
   files such as Parquet footers and DuckDB blocks), in chunks, with an RE2 prefilter (linear
-  time) and an exact confirmation;
+  time) and an exact confirmation. The compressed pages of Parquet files are left to the decoded
+  scan, which reads all their values: compression cuts digit runs into fragments that can
+  stand alone as a false 9-digit match;
 - decoded values: Parquet pages and DuckDB blocks are compressed, so Parquet files are read with
   pyarrow and DuckDB files (a private copy, WAL included) with DuckDB, and every string value,
   nested ones included, is searched.
@@ -612,22 +614,61 @@ def iter_files(roots: Iterable[Path]) -> Iterator[Path]:
                     yield path
 
 
-def scan_file_bytes(path: Path, matcher: TraceMatcher) -> Counter:
-    """Raw-byte scan in overlapping chunks (a value split by a chunk edge is still found)."""
+def scan_file_bytes(
+    path: Path, matcher: TraceMatcher, skip: Sequence[tuple[int, int]] = ()
+) -> Counter:
+    """Raw-byte scan in overlapping chunks (a value split by a chunk edge is still found).
+
+    Matches starting inside a `skip` range (start, end) are not counted."""
     hits: Counter = Counter()
     size = path.stat().st_size
     if size == 0 or matcher.empty:
         return hits
     overlap = matcher.longest + 2
     with open(path, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        start = 0
-        while start < size:
-            end = min(size, start + _CHUNK_BYTES)
-            lead = 1 if start > 0 else 0  # one byte before the chunk, for the word boundary
-            window = m[start - lead : min(size, end + overlap)]
-            hits.update(matcher.scan_bytes(window, begin=lead, limit=lead + end - start))
-            start = end
+        for begin, end in _gaps(size, skip):
+            start = begin
+            while start < end:
+                stop = min(end, start + _CHUNK_BYTES)
+                lead = 1 if start > 0 else 0  # one byte before the chunk, for the word boundary
+                window = m[start - lead : min(size, stop + overlap)]
+                hits.update(matcher.scan_bytes(window, begin=lead, limit=lead + stop - start))
+                start = stop
     return hits
+
+
+def _gaps(size: int, skip: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The byte ranges of [0, size) outside every skipped range."""
+    gaps, position = [], 0
+    for begin, end in sorted(skip):
+        if begin > position:
+            gaps.append((position, min(begin, size)))
+        position = max(position, end)
+    if position < size:
+        gaps.append((position, size))
+    return [(begin, end) for begin, end in gaps if begin < end]
+
+
+def compressed_pages(path: Path) -> list[tuple[int, int]]:
+    """Byte ranges of a Parquet file's compressed column chunks.
+
+    Their raw bytes are left to the decoded scan, which reads every value they hold: a
+    compressor cuts long digit runs (card transaction ids) into literals between binary tags,
+    and such a fragment can stand alone as a 9-digit national id that no stored value holds.
+    The footer, with its statistics and metadata, and uncompressed chunks are scanned raw."""
+    metadata = pq.ParquetFile(path).metadata
+    ranges = []
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            if chunk.compression == "UNCOMPRESSED":
+                continue
+            start = chunk.data_page_offset
+            if chunk.has_dictionary_page and chunk.dictionary_page_offset:
+                start = min(start, chunk.dictionary_page_offset)
+            ranges.append((start, start + chunk.total_compressed_size))
+    return ranges
 
 
 def scan_parquet_values(path: Path, matcher: TraceMatcher) -> tuple[Counter, int]:
@@ -736,11 +777,13 @@ def _scan_file(path: Path, matcher: TraceMatcher) -> _FileScan:
     scan = _FileScan(path, _file_kind(path))
     try:
         scan.size = path.stat().st_size
-        scan.raw = scan_file_bytes(path, matcher)
         if path.name.endswith(".parquet"):
+            scan.raw = scan_file_bytes(path, matcher, skip=compressed_pages(path))
             scan.decoded, scan.values = scan_parquet_values(path, matcher)
-        elif scan.kind == "duckdb":
-            scan.decoded, scan.values = scan_duckdb_values(path, matcher)
+        else:
+            scan.raw = scan_file_bytes(path, matcher)
+            if scan.kind == "duckdb":
+                scan.decoded, scan.values = scan_duckdb_values(path, matcher)
     except Exception as error:  # noqa: BLE001 - an unreadable file proves nothing
         scan.error = type(error).__name__
     return scan

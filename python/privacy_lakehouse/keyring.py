@@ -1451,7 +1451,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Make a new version of a salt and re-tokenize the lake: every token of the salt is "
         "re-derived from bronze ciphertext and rewritten in each Delta table; the old version is "
         "retired for a grace period. Salts without bronze ciphertext (account, device, "
-        "tombstone) are refused.",
+        "tombstone) are refused. Tables stay sorted by subject token; DuckDB is bounded to 1GB "
+        "for the rewrite unless PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT is set. Progress goes to "
+        "stderr (privacy-lakehouse -q keys ... for none).",
     )
     rotate_salt.add_argument("name", help="salt name, e.g. subject")
     rotate_salt.add_argument(

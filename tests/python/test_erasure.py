@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -440,6 +441,34 @@ def test_the_verifier_finds_every_spelling_in_every_kind_of_file(tmp_path):
     clean.mkdir()
     (clean / "a.txt").write_text("nothing here")
     assert verify_erasure([traces], [clean]).passed
+
+
+def test_digit_runs_cut_by_compression_are_no_trace_but_parquet_footers_still_are(tmp_path):
+    """At 10M a batch erasure failed its proof on one silver file: Snappy had cut card
+    transaction ids into literals, one of which stood alone as a subject's 9-digit national id.
+    Compressed pages are left to the decoded scan; the footer is still scanned raw."""
+    rng = np.random.default_rng(7)
+    ids = [f"{rng.integers(10**11, 10**12)}{rng.integers(10**5):05d}" for _ in range(4000)]
+    compressed = tmp_path / "lake" / "ids.parquet"
+    compressed.parent.mkdir()
+    pq.write_table(pa.table({"transaction_id": ids}), compressed, compression="snappy",
+                   use_dictionary=False, write_statistics=False)  # fmt: skip
+    # Stand-alone 9-digit runs in the file's bytes: pieces of 17-digit ids, no value of their own.
+    runs = re.finditer(rb"(?<![0-9A-Za-z])([0-9]{9})(?![0-9A-Za-z])", compressed.read_bytes())
+    fragments = sorted({m.group(1).decode() for m in runs})
+    assert fragments and all(any(f in v for v in ids) and f not in ids for f in fragments)
+    traces = SubjectTraces("T")
+    traces.add("plaintext", "national_id", fragments[:20])
+    matcher = TraceMatcher(traces.needles())
+    # Without the skip, the raw scan takes the fragments for the subject's national ids.
+    assert sum(scan_file_bytes(compressed, matcher).values()) > 0
+    assert verify_erasure([traces], [compressed.parent]).passed
+    # A value kept in a footer (here the file's key-value metadata) is still a trace.
+    kept = pa.table({"n": [1]}).replace_schema_metadata({"note": f"id {fragments[0]};"})
+    pq.write_table(kept, compressed.parent / "footer.parquet", compression="snappy")
+    report = verify_erasure([traces], [compressed.parent], base=compressed.parent)
+    found = {(f.path, f.how, f.kind) for f in report.findings}
+    assert found == {("footer.parquet", "raw", "national_id")} and not report.passed
 
 
 def test_a_batch_of_thousands_of_needles_is_screened_in_several_passes_and_found(tmp_path):
