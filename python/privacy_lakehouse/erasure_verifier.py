@@ -641,22 +641,22 @@ def _gaps(size: int, skip: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
     """The byte ranges of [0, size) outside every skipped range."""
     gaps, position = [], 0
     for begin, end in sorted(skip):
-        if begin > position:
+        if position < min(begin, size):
             gaps.append((position, min(begin, size)))
         position = max(position, end)
     if position < size:
         gaps.append((position, size))
-    return [(begin, end) for begin, end in gaps if begin < end]
+    return gaps
 
 
-def compressed_pages(path: Path) -> list[tuple[int, int]]:
+def compressed_pages(parquet: pq.ParquetFile) -> list[tuple[int, int]]:
     """Byte ranges of a Parquet file's compressed column chunks.
 
     Their raw bytes are left to the decoded scan, which reads every value they hold: a
     compressor cuts long digit runs (card transaction ids) into literals between binary tags,
     and such a fragment can stand alone as a 9-digit national id that no stored value holds.
     The footer, with its statistics and metadata, and uncompressed chunks are scanned raw."""
-    metadata = pq.ParquetFile(path).metadata
+    metadata = parquet.metadata
     ranges = []
     for group in range(metadata.num_row_groups):
         row_group = metadata.row_group(group)
@@ -671,10 +671,9 @@ def compressed_pages(path: Path) -> list[tuple[int, int]]:
     return ranges
 
 
-def scan_parquet_values(path: Path, matcher: TraceMatcher) -> tuple[Counter, int]:
+def scan_parquet_values(parquet: pq.ParquetFile, matcher: TraceMatcher) -> tuple[Counter, int]:
     hits: Counter = Counter()
     scanned = 0
-    parquet = pq.ParquetFile(path)
     for batch in parquet.iter_batches(batch_size=_BATCH_ROWS):
         for column in batch.columns:
             column_hits, count = matcher.scan_array(column)
@@ -778,8 +777,9 @@ def _scan_file(path: Path, matcher: TraceMatcher) -> _FileScan:
     try:
         scan.size = path.stat().st_size
         if path.name.endswith(".parquet"):
-            scan.raw = scan_file_bytes(path, matcher, skip=compressed_pages(path))
-            scan.decoded, scan.values = scan_parquet_values(path, matcher)
+            parquet = pq.ParquetFile(path)  # its footer is read once, for both scans
+            scan.raw = scan_file_bytes(path, matcher, skip=compressed_pages(parquet))
+            scan.decoded, scan.values = scan_parquet_values(parquet, matcher)
         else:
             scan.raw = scan_file_bytes(path, matcher)
             if scan.kind == "duckdb":
