@@ -39,6 +39,21 @@
     {{ return(value) }}
 {%- endmacro %}
 
+{#- Fail unless value is a non-empty list of SQL expressions (strings), without repeats. -#}
+{% macro _privacy_require_expression_list(macro_name, value) -%}
+    {%- if value is string or value is mapping or value is not iterable or (value | length) == 0
+        or (value | reject('string') | list | length) > 0 -%}
+        {{ exceptions.raise_compiler_error(
+            macro_name ~ ": argument 'exprs' must be a non-empty list of SQL expressions, got "
+            ~ (value | string)) }}
+    {%- endif -%}
+    {%- if (value | unique(case_sensitive=true) | list | length) != (value | length) -%}
+        {{ exceptions.raise_compiler_error(
+            macro_name ~ ": argument 'exprs' lists an expression twice: " ~ (value | join(', '))) }}
+    {%- endif -%}
+    {{ return(value) }}
+{%- endmacro %}
+
 {#- Fail for a dispatch target that has no portable SQL. -#}
 {% macro _privacy_not_portable(macro_name) -%}
     {{ exceptions.raise_compiler_error(

@@ -9,10 +9,12 @@ statistics, which lets erasure and DuckDB skip more of a file.
 
 from __future__ import annotations
 
-from deltalake import WriterProperties
+from deltalake import DeltaTable, WriterProperties
 
 ROW_GROUP_ROWS = 122_880
-# Rows per record batch streamed from DuckDB into delta-rs. delta-rs holds several batches in
+# Rows per record batch streamed from DuckDB into delta-rs (DuckDB's reader is handed to delta-rs
+# as it is: a Python generator in between took the interpreter lock for every batch, and queued
+# behind the threads encrypting in Python). delta-rs holds several batches in
 # flight while it encodes: with 100,000-row batches, writing the 1M bronze customers (about 820
 # bytes a row, mostly ciphertext) took 1.0 GB beyond DuckDB; with 16,384 rows, about 0.4 GB,
 # and no slower (bench/README.md).
@@ -26,3 +28,11 @@ COMPRESSION = "SNAPPY"
 
 def writer_properties() -> WriterProperties:
     return WriterProperties(max_row_group_size=ROW_GROUP_ROWS, compression=COMPRESSION)
+
+
+def rows_added_by_latest_commit(table: DeltaTable) -> int:
+    """Rows added by the table's latest commit (delta-rs records them in its commit info), for
+    writers that hand DuckDB's reader to delta-rs without counting batches themselves."""
+    latest = table.history(1)
+    metrics = (latest[0].get("operationMetrics") or {}) if latest else {}
+    return int(metrics.get("num_added_rows") or 0)

@@ -8,6 +8,9 @@
         the same under a given salt version (rebuilds during a salt's grace period, erasure)
     pl_encrypt(subject_token VARCHAR, value VARCHAR) -> VARCHAR
         authenticated ciphertext under the subject's data key, created on first use
+    pl_encrypt_values(subject_token VARCHAR, values VARCHAR[]) -> VARCHAR[]
+        the same for several values of one subject at once (a row's identifiers): the
+        subject's key is looked up once per row instead of once per column
     pl_ensure_subject_keys(subject_tokens VARCHAR[]) -> BOOLEAN
         creates the missing data keys of a list of subjects in one key-store transaction (the
         `ensure_subject_keys` macro aggregates a model's subjects into it before encrypting)
@@ -31,12 +34,20 @@ from itertools import repeat
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from privacy_lakehouse.keyring import Keyring, KeyringError, PurposeNotAllowedError
 
-FUNCTION_NAMES = ("pl_token", "pl_token_at", "pl_encrypt", "pl_ensure_subject_keys", "pl_decrypt")
+FUNCTION_NAMES = (
+    "pl_token",
+    "pl_token_at",
+    "pl_encrypt",
+    "pl_encrypt_values",
+    "pl_ensure_subject_keys",
+    "pl_decrypt",
+)
 
 
 def default_actor() -> str:
@@ -68,6 +79,9 @@ def register(
     def pl_encrypt(subject_tokens: Any, values: Any) -> pa.Array:
         return keyring.encrypt_many(subject_tokens, values)
 
+    def pl_encrypt_values(subject_tokens: Any, value_lists: Any) -> pa.Array:
+        return _encrypt_lists(keyring, subject_tokens, value_lists)
+
     def pl_ensure_subject_keys(token_lists: Any) -> pa.Array:
         rows = _array(token_lists).to_pylist()
         for tokens in rows:
@@ -84,6 +98,7 @@ def register(
         ("pl_token_at", pl_token_at, [text, text, integer], text, False),
         # A random nonce per call: DuckDB must neither fold nor deduplicate these calls.
         ("pl_encrypt", pl_encrypt, [text, text], text, True),
+        ("pl_encrypt_values", pl_encrypt_values, [text, text_list], text_list, True),
         # Writes to the key store: it must run, and run once per call.
         ("pl_ensure_subject_keys", pl_ensure_subject_keys, [text_list], boolean, True),
         # Each call is audited, so it must really run for every query.
@@ -141,6 +156,24 @@ def _tokens(keyring: Keyring, values: Any, salt_names: Any, versions: Any) -> pa
             token = memo[key] = keyring.token(value, salt, version)
         out.append(token)
     return pa.array(out, pa.string())
+
+
+def _encrypt_lists(keyring: Keyring, subject_tokens: Any, value_lists: Any) -> pa.Array:
+    """Each row's list of values encrypted for the row's subject, in one keyring call per chunk.
+
+    A NULL list stays NULL and a NULL element stays NULL. The keyring sees every element with
+    its row's token, so each subject's key is fetched once for all of the row's values."""
+    tokens, lists = _array(subject_tokens), _array(value_lists)
+    values = lists.flatten()  # the elements of the non-null lists, in row order
+    owners = pc.list_parent_indices(lists)
+    sealed = keyring.encrypt_many(tokens.take(owners), values)
+    # Offsets rebuilt from the lengths: the input may be a slice, or have NULL lists backed
+    # by elements that flatten() leaves out.
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(lists) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    mask = lists.is_null() if lists.null_count else None
+    return pa.ListArray.from_arrays(pa.array(offsets), sealed, mask=mask)
 
 
 def _decrypt(

@@ -1079,23 +1079,25 @@ class Keyring:
         tokens = {token for token in subject_tokens if token is not None}
         if not tokens:
             return 0
+        # One lock from the check to the cache: a model that asks for the same subjects while
+        # another creates them (dbt runs bronze models side by side) then finds them cached,
+        # instead of reading and unwrapping a million keys just committed by the other.
         with self._lock:
             unknown = [t for t in tokens if t not in self._data_key_bytes]
-        if not unknown:
-            return len(tokens)
-        _check_subject_tokens(unknown)
-        unwrapped: dict[str, bytes] = {}
-        stored: set[str] = set()
-        with self._lock, self._write() as db:
-            # Unwrapped as the rows stream in: holding every row (wrapped key and all) first
-            # took a quarter of a gigabyte at a million subjects.
-            for token, wrapped, kek_version in _iter_data_keys(db, unknown):
-                stored.add(token)
-                if wrapped is not None:
-                    unwrapped[token] = self._unwrap(wrapped, kek_version, "a subject data key")
-            missing = [token for token in unknown if token not in stored]
-            new_keys = self._insert_data_keys(db, missing) if missing else {}
-        with self._lock:
+            if not unknown:
+                return len(tokens)
+            _check_subject_tokens(unknown)
+            unwrapped: dict[str, bytes] = {}
+            stored: set[str] = set()
+            with self._write() as db:
+                # Unwrapped as the rows stream in: holding every row (wrapped key and all)
+                # first took a quarter of a gigabyte at a million subjects.
+                for token, wrapped, kek_version in _iter_data_keys(db, unknown):
+                    stored.add(token)
+                    if wrapped is not None:
+                        unwrapped[token] = self._unwrap(wrapped, kek_version, "a subject data key")
+                missing = [token for token in unknown if token not in stored]
+                new_keys = self._insert_data_keys(db, missing) if missing else {}
             # Cached (as bytes only) once committed: a key lost in a rollback must never
             # encrypt data. Destroyed keys (no wrapped key) are not cached, so encrypting for
             # an erased subject still finds the tombstone and fails.
@@ -1114,7 +1116,10 @@ class Keyring:
             for text in texts:
                 if text is not None:
                     _to_text(text, "a value to encrypt")
-        needed = {token for token, text in zip(tokens, texts, strict=True) if text is not None}
+        if None in texts:
+            needed = {token for token, text in zip(tokens, texts, strict=True) if text is not None}
+        else:
+            needed = set(tokens)  # the usual case, without a Python loop
         if None in needed:
             raise KeyringError("a value to encrypt has no subject token")
         sealers: dict[str, tuple[Callable[..., bytes], bytes]] = {}

@@ -66,6 +66,7 @@ from privacy_lakehouse.build_evidence import decrypt_recorder, policy_version
 from privacy_lakehouse.delta_layout import (
     CLUSTERED_FILE_BYTES,
     WRITE_BATCH_ROWS,
+    rows_added_by_latest_commit,
     writer_properties,
 )
 from privacy_lakehouse.duckdb_setup import MEMORY_LIMIT_ENV, connect, connection_config
@@ -539,7 +540,6 @@ def _rewrite_delta_table(
         return None
     delta = DeltaTable(str(table.path))
     version_before = delta.version()
-    counter = {"rows": 0}
     select = _rewrite_select(table, column, reencrypt)
     clustered = CLUSTER_COLUMN in table.columns
     if clustered:
@@ -552,26 +552,21 @@ def _rewrite_delta_table(
         f", sorted by {CLUSTER_COLUMN}" if clustered else "",
     )
     started = time.monotonic()
-    reader = conn.execute(select).fetch_record_batch(WRITE_BATCH_ROWS)
-
-    def counted() -> Iterator[pa.RecordBatch]:
-        for batch in reader:
-            counter["rows"] += batch.num_rows
-            yield batch
-
+    # DuckDB's reader goes to delta-rs directly (no Python between them: see delta_writer).
     # Overwrite in one commit, same schema, no predicate: the log records no token.
     write_deltalake(
         delta,
-        pa.RecordBatchReader.from_batches(reader.schema, counted()),
+        conn.execute(select).fetch_record_batch(WRITE_BATCH_ROWS),
         mode="overwrite",
         partition_by=delta.metadata().partition_columns or None,
         target_file_size=CLUSTERED_FILE_BYTES if clustered else None,
         writer_properties=writer_properties(),
     )
     log.info("%s: written in %.1f s", table.relative, time.monotonic() - started)
-    if counter["rows"] != rows_before:
+    written = rows_added_by_latest_commit(DeltaTable(str(table.path)))
+    if written != rows_before:
         raise RotationError(
-            f"{table.relative}: wrote {counter['rows']} rows where {rows_before} were read; "
+            f"{table.relative}: wrote {written} rows where {rows_before} were read; "
             "run the rotation again with resume to finish it"
         )
     return {

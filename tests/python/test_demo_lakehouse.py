@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
-from privacy_lakehouse.keyring import master_key_provider_from_environment
+from privacy_lakehouse.keyring import Keyring, master_key_provider_from_environment
 from privacy_lakehouse.settings import load_settings
 
 from .dbt_helpers import run_dbt
@@ -191,6 +191,57 @@ def landing_identifiers(demo, limit: int = 50) -> list[str]:
             [str(demo.landing / "core_banking/customers/*.csv"), limit],
         ).fetchall()
     ]
+
+
+CUSTOMER_IDENTIFIERS = [
+    "customer_id",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "national_id",
+    "street_address",
+]
+
+
+def test_bronze_customer_ciphertexts_decrypt_to_their_own_landing_values(demo):
+    """Bronze customers encrypt seven identifiers per row in one call (a list): each column
+    must hold its own value, under its own subject's key, for every delivered row."""
+    con = duckdb.connect()
+    listed = ", ".join(CUSTOMER_IDENTIFIERS)
+    delivered = {
+        tuple(row)
+        for row in con.execute(
+            f"select {listed} from read_csv(?, all_varchar=true, union_by_name=true)",
+            [str(demo.landing / "core_banking/customers/*.csv")],
+        ).fetchall()
+    }
+    bronze = demo.lake / "bronze" / "raw_core_banking__customers"
+    lake = demo.duckdb()
+    try:
+        sealed = lake.execute(
+            f"select subject_token, {', '.join(c + '_enc' for c in CUSTOMER_IDENTIFIERS)} "
+            f"from delta_scan('{bronze}')"
+        ).fetchall()
+    finally:
+        lake.close()
+    assert len(sealed) >= 100
+    tokens = [row[0] for row in sealed]
+    with demo.env(), Keyring.open(load_settings()) as keyring:
+        columns = [
+            keyring.decrypt_many(
+                tokens, [row[i + 1] for row in sealed], "erasure_verification", "test"
+            ).to_pylist()
+            for i in range(len(CUSTOMER_IDENTIFIERS))
+        ]
+        subject_of = {
+            customer_id: keyring.token(customer_id, "subject") for customer_id in set(columns[0])
+        }
+    rows = list(zip(*columns, strict=True))
+    # Every bronze row is a delivered row, column for column, and sealed for its own subject.
+    assert all(row in delivered for row in rows)
+    assert all(subject_of[row[0]] == token for row, token in zip(rows, tokens, strict=True))
+    assert len({row[3] for row in rows}) > 0.9 * len(rows)  # emails differ between people
 
 
 def test_no_plaintext_identifier_leaves_landing(demo):

@@ -214,3 +214,58 @@ def test_pl_ensure_subject_keys_makes_every_key_once_before_encrypting(conn, rin
     none = "select pl_ensure_subject_keys(list(token)) from ensure_people where false"
     assert column(conn, none) == [None]
     assert ring.ensure_data_keys([None]) == 0
+
+
+def test_pl_encrypt_values_seals_each_element_for_its_row_subject(conn, ring):
+    # 5,000 rows: several DuckDB chunks, so the function also sees sliced list arrays.
+    conn.execute(
+        "create table many as select i, pl_token('customer-' || (i % 700), 'subject') as token, "
+        "'first ' || i as first, case when i % 5 = 0 then null else 'mail' || i end as email, "
+        "case when i % 11 = 0 then null else [cast(i as varchar), 'x'] end as extra "
+        "from range(5000) as t(i)"
+    )
+    rows = conn.execute(
+        "select i, token, first, email, sealed[1], sealed[2], extra_sealed "
+        "from (select *, pl_encrypt_values(token, [first, email]) as sealed, "
+        "pl_encrypt_values(token, extra) as extra_sealed from many) order by i"
+    ).fetchall()
+    assert len(rows) == 5000
+    for i, token, first, email, first_enc, email_enc, extra_enc in rows:
+        assert ring.decrypt(token, first_enc, PURPOSE, "tester") == first
+        if email is None:
+            assert email_enc is None
+        else:
+            assert ring.decrypt(token, email_enc, PURPOSE, "tester") == email
+        if i % 11 == 0:
+            assert extra_enc is None  # a NULL list stays NULL
+        else:
+            plain = [ring.decrypt(token, c, PURPOSE, "tester") for c in extra_enc]
+            assert plain == [str(i), "x"]
+    # Each value under its own row's subject: another subject's key fails authentication.
+    other = rows[1][1]
+    with pytest.raises(Exception, match="failed authentication"):
+        ring.decrypt(other, rows[0][4], PURPOSE, "tester")
+
+
+def test_pl_encrypt_values_encrypts_each_value_once_when_its_list_is_indexed(conn, ring):
+    """Models alias the list in a CTE and index it once per column: DuckDB must not call the
+    function again for every index (each call would encrypt the whole row again)."""
+    sealed_values = []
+    encrypt_many = ring.encrypt_many
+
+    def counting(tokens, values):
+        sealed_values.append(len(values))
+        return encrypt_many(tokens, values)
+
+    ring.encrypt_many = counting
+    conn.execute(
+        "create table wide as select pl_token('c' || i, 'subject') as subject_token, "
+        "'a' || i as a, 'b' || i as b, 'c' || i as c from range(3000) as t(i)"
+    )
+    result = conn.execute(
+        "with sealed as (select *, pl_encrypt_values(subject_token, [a, b, c]) as ciphertexts "
+        "from wide) select ciphertexts[1] as a_enc, ciphertexts[2] as b_enc, "
+        "ciphertexts[3] as c_enc from sealed"
+    ).fetchall()
+    assert len(result) == 3000
+    assert sum(sealed_values) == 3 * 3000

@@ -990,3 +990,35 @@ def test_cli_help(capsys, command):
     assert exited.value.code == 0
     out = capsys.readouterr().out
     assert command in out and len(out.splitlines()) >= 3
+
+
+def test_subjects_asked_for_while_another_call_creates_them_are_not_read_back(ring, monkeypatch):
+    """dbt runs bronze models side by side: when two ask for the same new subjects, the second
+    waits for the first and then finds its keys cached, instead of reading back and unwrapping
+    every key the first has just committed (a million at the 10M benchmark scale). Fails if
+    the check of which keys are missing is made outside the lock that creates and caches them."""
+    tokens = [f"v1:{i:032x}" for i in range(3000)]
+    creating, unwrapped = threading.Event(), []
+    insert, unwrap = ring._insert_data_keys, ring._unwrap
+
+    def slow_insert(db, missing):
+        creating.set()
+        threading.Event().wait(0.3)  # the other model arrives meanwhile
+        return insert(db, missing)
+
+    def counting_unwrap(*args):
+        unwrapped.append(1)
+        return unwrap(*args)
+
+    monkeypatch.setattr(ring, "_insert_data_keys", slow_insert)
+    monkeypatch.setattr(ring, "_unwrap", counting_unwrap)
+    first = threading.Thread(target=ring.ensure_data_keys, args=(tokens,))
+    first.start()
+    assert creating.wait(5)
+    assert ring.ensure_data_keys(tokens) == 3000
+    first.join()
+    assert ring.status()["data_keys"]["active"] == 3000
+    assert unwrapped == []
+    # The keys made are the ones used: what is encrypted with them decrypts.
+    sealed = ring.encrypt_many(tokens[:5], list("abcde"))
+    assert ring.decrypt_many(tokens[:5], sealed, PURPOSE, "t").to_pylist() == list("abcde")

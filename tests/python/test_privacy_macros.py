@@ -80,6 +80,16 @@ def _pl_encrypt(subject_tokens, values):
     return pa.array(out, pa.string())
 
 
+def _pl_encrypt_values(subject_tokens, value_lists):
+    out = []
+    for subject, values in zip(subject_tokens.to_pylist(), value_lists.to_pylist()):
+        if values is None:
+            out.append(None)
+            continue
+        out.append([None if v is None else "enc:" + subject + ":" + v[::-1] for v in values])
+    return pa.array(out, pa.list_(pa.string()))
+
+
 class Plugin(BasePlugin):
     def configure_connection(self, conn):
         text = duckdb.sqltype("VARCHAR")
@@ -87,6 +97,11 @@ class Plugin(BasePlugin):
             conn.create_function(
                 name, function, [text, text], text, type="arrow", null_handling="special"
             )
+        texts = duckdb.list_type(text)
+        conn.create_function(
+            "pl_encrypt_values", _pl_encrypt_values, [text, texts], texts, type="arrow",
+            null_handling="special",
+        )
 '''
 
 
@@ -425,6 +440,23 @@ def macro_cases() -> list[MacroCase]:
             "privacy_lakehouse.encrypt_for_subject('input_value', \"'tok-1'\")",
             "varchar",
             [("abc", "enc:tok-1:cba"), ("Zoë", "enc:tok-1:ëoZ"), (None, None)],
+        ),
+        single(
+            "encrypt_values_for_subject_literal",
+            "privacy_lakehouse.encrypt_values_for_subject("
+            "['input_value', \"upper(input_value)\", '42'], \"'tok-1'\")",
+            "varchar",
+            [
+                ("abc", ["enc:tok-1:cba", "enc:tok-1:CBA", "enc:tok-1:24"]),
+                (None, [None, None, "enc:tok-1:24"]),
+            ],
+        ),
+        single(
+            "ciphertext_of_second",
+            "privacy_lakehouse.ciphertext_of(\"['first', input_value, 'third']\", "
+            "['first_name', 'email', 'phone'], 'email')",
+            "varchar",
+            [("abc", "abc"), (None, None)],
         ),
         # generalization
         NUMERIC_BIN,
@@ -891,6 +923,30 @@ def failing_models() -> list[FailingModel]:
             fails_at_parse=True,
         ),
         FailingModel(
+            "ciphertext_of_unknown_expression",
+            "silver",
+            "select {{ privacy_lakehouse.ciphertext_of('c', ['email', 'phone'], 'emial') }}"
+            " as email from {{ ref('failing_input') }}\n",
+            message_parts=["ciphertext_of", "emial", "not one of the encrypted expressions"],
+            fails_at_parse=True,
+        ),
+        FailingModel(
+            "encrypt_values_of_a_string",
+            "silver",
+            "select {{ privacy_lakehouse.encrypt_values_for_subject('email') }}"
+            " as c from {{ ref('failing_input') }}\n",
+            message_parts=["encrypt_values_for_subject", "non-empty list of SQL expressions"],
+            fails_at_parse=True,
+        ),
+        FailingModel(
+            "encrypt_values_twice",
+            "silver",
+            "select {{ privacy_lakehouse.encrypt_values_for_subject(['email', 'email']) }}"
+            " as c from {{ ref('failing_input') }}\n",
+            message_parts=["encrypt_values_for_subject", "lists an expression twice"],
+            fails_at_parse=True,
+        ),
+        FailingModel(
             "unsafe_salt_name",
             "silver",
             "select {{ privacy_lakehouse.salted_hash('email', 'Not a name!') }} as email"
@@ -1072,7 +1128,7 @@ def test_every_public_macro_is_dispatched_and_documented() -> None:
         for entry in yaml.safe_load((MACRO_DIR / "privacy_macros.yml").read_text())["macros"]
     }
     public = [name for name in definitions if not name.startswith(("_", "default__", "duckdb__"))]
-    assert len(public) == 18
+    assert len(public) == 20
     for name in public:
         stem, arguments = definitions[name]
         assert stem == name, f"{name} lives in {stem}.sql"

@@ -1,6 +1,9 @@
 {{ config(incremental_strategy='append', cluster_by='subject_token') }}
 -- Customers as delivered, with every direct identifier replaced by a keyed token (joinable) and
 -- ciphertext under the customer's own data key. Append-only; re-reading landing adds nothing.
+{%- set identifiers = [
+    'customer_id', 'first_name', 'last_name', 'email', 'phone', 'national_id', 'street_address'
+] %}
 with
 
 landing as (
@@ -24,6 +27,15 @@ subjects as (
 subject_keys as (
     select {{ ensure_subject_keys('subject_token') }} as keys_ready
     from subjects
+),
+
+-- A row's identifiers are encrypted in one call: the subject's key is looked up once per row.
+sealed as (
+    select
+        subjects.*,
+        {{ encrypt_values_for_subject(identifiers, 'subject_token') }} as ciphertexts
+    from subjects
+    inner join subject_keys on subject_keys.keys_ready
 )
 
 select
@@ -34,16 +46,16 @@ select
     {{ ingest_metadata() }},
     -- subject and direct identifiers
     subject_token,
-    {{ encrypt_for_subject('customer_id', 'subject_token') }} as customer_id_enc,
-    {{ encrypt_for_subject('first_name', 'subject_token') }} as first_name_enc,
-    {{ encrypt_for_subject('last_name', 'subject_token') }} as last_name_enc,
+    {{ ciphertext_of('ciphertexts', identifiers, 'customer_id') }} as customer_id_enc,
+    {{ ciphertext_of('ciphertexts', identifiers, 'first_name') }} as first_name_enc,
+    {{ ciphertext_of('ciphertexts', identifiers, 'last_name') }} as last_name_enc,
     {{ salted_hash('lower(trim(email))', 'email') }} as email_token,
-    {{ encrypt_for_subject('email', 'subject_token') }} as email_enc,
+    {{ ciphertext_of('ciphertexts', identifiers, 'email') }} as email_enc,
     {{ salted_hash("regexp_replace(phone, '[^0-9+]', '', 'g')", 'phone') }} as phone_token,
-    {{ encrypt_for_subject('phone', 'subject_token') }} as phone_enc,
+    {{ ciphertext_of('ciphertexts', identifiers, 'phone') }} as phone_enc,
     {{ salted_hash('national_id', 'national_id') }} as national_id_token,
-    {{ encrypt_for_subject('national_id', 'subject_token') }} as national_id_enc,
-    {{ encrypt_for_subject('street_address', 'subject_token') }} as street_address_enc,
+    {{ ciphertext_of('ciphertexts', identifiers, 'national_id') }} as national_id_enc,
+    {{ ciphertext_of('ciphertexts', identifiers, 'street_address') }} as street_address_enc,
     -- quasi-identifiers and attributes, still text as delivered
     birth_date,
     postcode,
@@ -52,5 +64,4 @@ select
     preferred_language,
     created_at,
     updated_at
-from subjects
-inner join subject_keys on subject_keys.keys_ready
+from sealed
