@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
-from deltalake import write_deltalake
+from deltalake import DeltaTable, write_deltalake
 
 BATCH_ROWS = 16_384  # as the project writer streams (privacy_lakehouse.delta_layout)
 
@@ -54,17 +53,11 @@ def move(landing: Path, out: Path) -> dict[str, int]:
     try:
         for name, (pattern, kind) in SOURCES.items():
             sql = f"select * from {scan(landing, pattern, kind)}"
+            # DuckDB's reader straight into delta-rs, as the models write (delta_writer).
             reader = conn.execute(sql).fetch_record_batch(BATCH_ROWS)
-            counted = {"rows": 0}
-
-            def batches(reader=reader, counted=counted):
-                for batch in reader:
-                    counted["rows"] += batch.num_rows
-                    yield batch
-
-            stream = pa.RecordBatchReader.from_batches(reader.schema, batches())
-            write_deltalake(str(out / name), stream, mode="overwrite")
-            rows[name] = counted["rows"]
+            write_deltalake(str(out / name), reader, mode="overwrite")
+            commit = DeltaTable(str(out / name)).history(1)[0]
+            rows[name] = int(commit["operationMetrics"]["num_added_rows"])
     finally:
         conn.close()
     return rows
