@@ -12,12 +12,11 @@ from __future__ import annotations
 from deltalake import DeltaTable, WriterProperties
 
 ROW_GROUP_ROWS = 122_880
-# Rows per record batch streamed from DuckDB into delta-rs (DuckDB's reader is handed to delta-rs
-# as it is: a Python generator in between took the interpreter lock for every batch, and queued
-# behind the threads encrypting in Python). delta-rs holds several batches in
-# flight while it encodes: with 100,000-row batches, writing the 1M bronze customers (about 820
-# bytes a row, mostly ciphertext) took 1.0 GB beyond DuckDB; with 16,384 rows, about 0.4 GB,
-# and no slower (bench/README.md).
+# Rows per record batch streamed from DuckDB into delta-rs (the reader goes to delta-rs as it is,
+# see delta_writer._batches). delta-rs holds several batches in flight while it encodes: with
+# 100,000-row batches, writing the 1M bronze customers (about 820 bytes a row, mostly
+# ciphertext) took 1.0 GB beyond DuckDB; with 16,384 rows, about 0.4 GB, and no slower
+# (bench/README.md).
 WRITE_BATCH_ROWS = 16_384
 # File cap of tables clustered by subject token (unless a model sets its own): a subject's rows
 # sit in few small files, so an erasure rewrites little.

@@ -326,7 +326,7 @@ def _projection(columns: list[tuple[str, str]], casts: dict[str, str]) -> str:
     return ", ".join(parts) if parts else "*"
 
 
-def _batches(cursor, sql: str, counter: dict[str, int]) -> pa.RecordBatchReader:
+def _batches(cursor, sql: str) -> pa.RecordBatchReader:
     """Stream the query as record batches (bounded memory) into delta-rs.
 
     DuckDB's reader goes to delta-rs as it is: a Python generator in between took the
@@ -339,10 +339,9 @@ def _batches(cursor, sql: str, counter: dict[str, int]) -> pa.RecordBatchReader:
         return reader
 
     def generate() -> Iterator[pa.RecordBatch]:
-        for batch in reader:
-            counter["batches"] += 1
+        for number, batch in enumerate(reader, start=1):
             yield batch
-            if counter["batches"] >= fault_after:
+            if number >= fault_after:
                 # Simulates a kill -9 in the middle of a write: no cleanup, no commit.
                 os._exit(137)
 
@@ -421,13 +420,12 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
     casts = {n: c for n, t in stage_cols if (c := _cast_for(t))}
     result.casts = casts
     select_sql = f"select {_projection(stage_cols, casts)} from {spec.stage}"
-    counter = {"batches": 0}
     props = privacy_table_properties(names, spec.stats_columns, spec.properties)
 
     if not exists or spec.mode == "overwrite":
         write_deltalake(
             spec.location,
-            _batches(cursor, _clustered(select_sql, spec), counter),
+            _batches(cursor, _clustered(select_sql, spec)),
             mode="overwrite",
             schema_mode="overwrite" if exists else None,
             partition_by=spec.partition_by or None,
@@ -458,7 +456,7 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
         if schema_mode == "overwrite":  # sync_all_columns: the table is rewritten in one commit
             write_deltalake(
                 table,
-                _batches(cursor, _clustered(select_sql, spec), counter),
+                _batches(cursor, _clustered(select_sql, spec)),
                 mode="overwrite",
                 schema_mode="overwrite",
                 partition_by=spec.partition_by or None,
@@ -468,7 +466,7 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
         elif spec.mode == "append":
             write_deltalake(
                 table,
-                _batches(cursor, _clustered(select_sql, spec), counter),
+                _batches(cursor, _clustered(select_sql, spec)),
                 mode="append",
                 schema_mode=schema_mode,
                 partition_by=spec.partition_by or None,
@@ -477,7 +475,7 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
             )
         elif spec.mode == "merge":
             result.merge_metrics = _merge(
-                table, _batches(cursor, select_sql, counter), spec, schema_mode == "merge"
+                table, _batches(cursor, select_sql), spec, schema_mode == "merge"
             )
         else:
             raise DbtRuntimeError(f"model {spec.model}: unknown delta write mode {spec.mode!r}")

@@ -563,7 +563,8 @@ def _rewrite_delta_table(
         writer_properties=writer_properties(),
     )
     log.info("%s: written in %.1f s", table.relative, time.monotonic() - started)
-    written = rows_added_by_latest_commit(DeltaTable(str(table.path)))
+    after = DeltaTable(str(table.path))
+    written = rows_added_by_latest_commit(after)
     if written != rows_before:
         raise RotationError(
             f"{table.relative}: wrote {written} rows where {rows_before} were read; "
@@ -576,7 +577,7 @@ def _rewrite_delta_table(
         "rows_retokenized": changing,
         "ciphertext_columns_reencrypted": reencrypt,
         "delta_version_before": version_before,
-        "delta_version_after": DeltaTable(str(table.path)).version(),
+        "delta_version_after": after.version(),
     }
 
 
