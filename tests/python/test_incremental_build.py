@@ -143,3 +143,48 @@ def test_incremental_bronze_skips_landing_files_it_already_holds(grown):
     os.utime(ingested)
     run_dbt(copy.root, "build", "--select", "raw_cards__transactions")
     assert copy.count(table) == before + 7
+
+
+def test_a_later_redelivery_of_a_transaction_keeps_its_first_delivery(grown):
+    """A source re-sends transactions already built (another file, so new ingest keys, and a
+    changed amount): bronze appends them, silver keeps the first delivery of each id, as one
+    full build over the same landing keeps it, and holds each id once."""
+    import pyarrow.parquet as pq
+
+    copy, *_ = grown
+    silver = copy.lake / "silver" / "stg_cards__transactions"
+    con = copy.duckdb()
+    query = (
+        f"select transaction_id, amount, ingested_at from delta_scan('{silver}') "
+        "where transaction_id in (select unnest(?)) order by transaction_id"
+    )
+    first_file = sorted((copy.landing / "cards" / "transactions").glob("*.parquet"))[0]
+    delivered = pq.read_table(first_file)
+    built = {
+        row[0] for row in con.execute(query, [delivered["transaction_id"].to_pylist()]).fetchall()
+    }
+    ids = sorted(built)[:5]
+    first_of_each = [delivered["transaction_id"].to_pylist().index(i) for i in ids]
+    resent = delivered.take(first_of_each)
+    before = con.execute(query, [ids]).fetchall()
+    assert len(before) == 5
+    assert all(amount != 999.99 for _, amount, _ in before)
+    resent = resent.set_column(
+        resent.schema.get_field_index("amount"), "amount", pa.array(["999.99"] * 5, pa.string())
+    )
+    bronze = copy.lake / "bronze" / "raw_cards__transactions"
+    deliveries = (
+        f"select count(*) from delta_scan('{bronze}') where transaction_id in (select unnest(?))"
+    )
+    delivered_before = con.execute(deliveries, [ids]).fetchone()[0]
+    pq.write_table(resent, first_file.with_name("zz_resent_" + first_file.name))
+
+    run_dbt(copy.root, "build", "--select", "raw_cards__transactions stg_cards__transactions")
+
+    # bronze keeps every delivery; silver the first of each id
+    assert con.execute(deliveries, [ids]).fetchone()[0] == delivered_before + 5
+    assert con.execute(query, [ids]).fetchall() == before
+    ids_in_bronze = con.execute(
+        f"select count(distinct transaction_id) from delta_scan('{bronze}')"
+    ).fetchone()[0]
+    assert copy.count(silver) == ids_in_bronze

@@ -1,12 +1,21 @@
-{{ config(incremental_strategy='merge', unique_key='transaction_id', cluster_by='subject_token') }}
--- Card transactions: typed and deduplicated by transaction id. Incremental: only rows ingested
--- since the last run are merged, so late and out-of-order events land where they belong.
+{{ config(incremental_strategy='append', cluster_by='subject_token') }}
+-- Card transactions: typed and deduplicated by transaction id, the first delivery of each id
+-- kept. Incremental: rows ingested since the last run whose id the table does not hold yet are
+-- appended, so a build after each batch keeps what one full build keeps (a later re-delivery of
+-- an id never replaces its first). Late events need no merge: rows carry their own event time.
+-- The anti-join reads only the table's id column; a merge on the id read and joined every row.
 with
 
 source as (
-    select * from {{ ref('raw_cards__transactions') }}
+    select * from {{ ref('raw_cards__transactions') }} as raw
     {%- if is_incremental() %}
-    where ingested_at > (select coalesce(max(ingested_at), timestamp '1900-01-01') from {{ this }})
+    where
+        raw.ingested_at > (
+            select coalesce(max(ingested_at), timestamp '1900-01-01') from {{ this }}
+        )
+        and not exists (
+            select 1 from {{ this }} as held where held.transaction_id = raw.transaction_id
+        )
     {%- endif %}
 ),
 
