@@ -389,6 +389,20 @@ def markdown(document: dict[str, Any]) -> str:
             for n in slow:
                 lines.append(f"| {n['node']} | {n['seconds']:.2f} | {off.get(n['node'], '-')} | "
                              f"{n['rows'] if n['rows'] is not None else ''} |")  # fmt: skip
+        # The incremental target is missed by the models an increment rebuilds whole.
+        incremental = run.get("steps", {}).get("incremental", {}).get("details") or {}
+        if incremental.get("slowest"):
+            full = {n["node"]: n["seconds"] for n in slow}
+            lines += ["", f"## Where the incremental build's time goes ({name}, last run)", "",
+                      f"{incremental.get('nodes')} nodes, "
+                      f"{incremental.get('node_seconds_total')} s of node time in all (dbt runs "
+                      "them on its threads side by side).", "",
+                      "| node | seconds | seconds in the full build | rows written |",
+                      "|---|---|---|---|"]  # fmt: skip
+            for n in incremental["slowest"]:
+                lines.append(f"| {n['node'][:60]} | {n['seconds']:.2f} | "
+                             f"{full.get(n['node'], '-')} | "
+                             f"{n['rows'] if n['rows'] is not None else ''} |")  # fmt: skip
     profile = document.get("profile")
     if profile:
         lines += ["", f"## The plugin's UDFs over {profile.get('values'):,} values", "",

@@ -344,3 +344,37 @@ def test_the_report_header_names_the_newest_run(tmp_path):
     assert document["date"] == "2026-11-23T05:00:00+00:00"
     assert document["machine"]["commit"] == "new"
     assert "Commit new." in (tmp_path / "latest.md").read_text()
+
+
+def test_the_report_says_where_the_incremental_build_spends_its_time(tmp_path):
+    from report import write_reports
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    machine = {"cores": 2, "memory_bytes": 2**30, "cpu_model": "cpu", "versions": {}}
+
+    def node(name: str, seconds: float, rows: int | None) -> dict:
+        return {"node": name, "kind": "model", "seconds": seconds, "rows": rows}
+
+    figure = {"median": 10.0, "min": 10.0, "max": 10.0}
+    timing = {"seconds": figure, "peak_rss_bytes": figure, "cpu_seconds": figure, "runs": 1}
+    steps = {
+        "full_build": {**timing, "slowest_nodes": [node("fct_card_activity", 14.5, 900)]},
+        "incremental": {
+            **timing,
+            "details": {
+                "nodes": 90,
+                "node_seconds_total": 120.4,
+                "slowest": [node("fct_card_activity", 15.25, 910), node("stg_x", 3.5, 12)],
+            },
+        },
+    }
+    run = {"customers": 10, "transactions": 100, "repeat": 1, "date": "2026-11-24T05:00:00+00:00",
+           "machine": machine, "steps": steps}  # fmt: skip
+    (runs / "1m.json").write_text(json.dumps(run))
+    write_reports(tmp_path)
+    text = (tmp_path / "latest.md").read_text()
+    section = text.split("## Where the incremental build's time goes (1m, last run)", 1)[1]
+    assert "90 nodes, 120.4 s of node time in all" in section
+    assert "| fct_card_activity | 15.25 | 14.5 | 910 |" in section
+    assert "| stg_x | 3.50 | - | 12 |" in section
