@@ -7,8 +7,10 @@
   Configs: incremental_strategy (none = rebuild the table; 'append'; 'merge' with unique_key),
   partition_by, on_schema_change (ignore | fail | append_new_columns | sync_all_columns),
   delta_properties (extra Delta table properties), cluster_by (columns to sort rows by before
-  writing, e.g. subject_token, so an erasure rewrites few files) and target_file_size (bytes per
-  file; 32 MiB by default for clustered tables).
+  writing, e.g. subject_token, so an erasure rewrites few files), target_file_size (bytes per
+  file; 16 MiB by default for clustered tables) and stage_rows_before_sort (true: the rows go
+  into a temporary table first and are sorted from there, two queries where one ran out of
+  memory under a memory limit).
 -#}
 {% materialization delta, adapter='duckdb' %}
   {%- set target_relation = this.incorporate(type='view') -%}
@@ -50,6 +52,7 @@
       'model': model.name,
       'cluster_by': config.get('cluster_by'),
       'target_file_size': config.get('target_file_size'),
+      'stage_rows_before_sort': config.get('stage_rows_before_sort') or false,
   } -%}
   {% do adapter.store_relation('delta_writer', target_relation, [], location, 'delta', spec) %}
   {%- set result = fromjson(run_query("select pl_delta_write_result(" ~ delta_sql_string(location) ~ ")").columns[0].values()[0]) -%}

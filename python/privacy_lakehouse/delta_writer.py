@@ -13,12 +13,14 @@ templated into SQL, and holds the lake's build lock.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -91,6 +93,10 @@ class WriteSpec:
     # subject's rows sit in few files, so an erasure rewrites few files (see erasure.py).
     cluster_by: list[str] = field(default_factory=list)
     target_file_size: int | None = None
+    # The rows go into a DuckDB temporary table first and are sorted from there: a query whose
+    # windows and joins hold their memory while the sort needs its own then runs in two steps,
+    # each within a memory limit (fct_card_activity at 10M under 1GB; see bench/README.md).
+    stage_rows_before_sort: bool = False
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> WriteSpec:
@@ -423,16 +429,17 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
     props = privacy_table_properties(names, spec.stats_columns, spec.properties)
 
     if not exists or spec.mode == "overwrite":
-        write_deltalake(
-            spec.location,
-            _batches(cursor, _clustered(select_sql, spec)),
-            mode="overwrite",
-            schema_mode="overwrite" if exists else None,
-            partition_by=spec.partition_by or None,
-            configuration=props,
-            target_file_size=file_size,
-            writer_properties=writer_properties(),
-        )
+        with _sorted_rows(cursor, select_sql, spec) as rows_sql:
+            write_deltalake(
+                spec.location,
+                _batches(cursor, rows_sql),
+                mode="overwrite",
+                schema_mode="overwrite" if exists else None,
+                partition_by=spec.partition_by or None,
+                configuration=props,
+                target_file_size=file_size,
+                writer_properties=writer_properties(),
+            )
         result.created = not exists
         table = DeltaTable(spec.location)
         if exists:
@@ -454,25 +461,27 @@ def write_model(cursor, spec: WriteSpec) -> WriteResult:
             result.seconds = round(time.monotonic() - started, 3)
             return result
         if schema_mode == "overwrite":  # sync_all_columns: the table is rewritten in one commit
-            write_deltalake(
-                table,
-                _batches(cursor, _clustered(select_sql, spec)),
-                mode="overwrite",
-                schema_mode="overwrite",
-                partition_by=spec.partition_by or None,
-                target_file_size=file_size,
-                writer_properties=writer_properties(),
-            )
+            with _sorted_rows(cursor, select_sql, spec) as rows_sql:
+                write_deltalake(
+                    table,
+                    _batches(cursor, rows_sql),
+                    mode="overwrite",
+                    schema_mode="overwrite",
+                    partition_by=spec.partition_by or None,
+                    target_file_size=file_size,
+                    writer_properties=writer_properties(),
+                )
         elif spec.mode == "append":
-            write_deltalake(
-                table,
-                _batches(cursor, _clustered(select_sql, spec)),
-                mode="append",
-                schema_mode=schema_mode,
-                partition_by=spec.partition_by or None,
-                target_file_size=file_size,
-                writer_properties=writer_properties(),
-            )
+            with _sorted_rows(cursor, select_sql, spec) as rows_sql:
+                write_deltalake(
+                    table,
+                    _batches(cursor, rows_sql),
+                    mode="append",
+                    schema_mode=schema_mode,
+                    partition_by=spec.partition_by or None,
+                    target_file_size=file_size,
+                    writer_properties=writer_properties(),
+                )
         elif spec.mode == "merge":
             result.merge_metrics = _merge(
                 table, _batches(cursor, select_sql), spec, schema_mode == "merge"
@@ -496,6 +505,22 @@ def _clustered(sql: str, spec: WriteSpec) -> str:
         return sql
     order = ", ".join(quote_ident(c) for c in spec.cluster_by)
     return f"select * from ({sql}) as pl_clustered order by {order}"
+
+
+@contextlib.contextmanager
+def _sorted_rows(cursor, sql: str, spec: WriteSpec) -> Iterator[str]:
+    """The query that yields the rows to write, in cluster order. With stage_rows_before_sort
+    the rows are first kept in a temporary table of this cursor's connection (DuckDB spills it
+    to its temp directory under a memory limit), dropped once the write has read them."""
+    if not (spec.cluster_by and spec.stage_rows_before_sort):
+        yield _clustered(sql, spec)
+        return
+    staged = quote_ident(f"pl_sort_stage_{uuid.uuid4().hex}")
+    cursor.execute(f"create temp table {staged} as {sql}")
+    try:
+        yield _clustered(f"select * from {staged}", spec)
+    finally:
+        cursor.execute(f"drop table if exists {staged}")
 
 
 def _apply_schema_policy(

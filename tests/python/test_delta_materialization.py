@@ -388,3 +388,53 @@ models:
     (project / "models/silver/contracted.yml").write_text(contract % "varchar")
     build(project)
     assert table(project, "silver", "contracted").to_pyarrow_table().num_rows == 10
+
+
+def test_rows_staged_before_the_sort_fit_where_one_query_runs_out_of_memory(tmp_path: Path):
+    """A window joined back to its rows, then sorted for clustering (fct_card_activity's shape):
+    in one query the window's memory and the sort's are needed at once; staged in a temporary
+    table first, each step fits the same limit. The rows arrive whole and in cluster order, and
+    the temporary table is gone afterwards."""
+    import pyarrow.parquet as pq
+    from privacy_lakehouse.delta_writer import WriteSpec, write_model
+
+    conn = duckdb.connect(
+        config={
+            "memory_limit": "120MB",
+            "threads": 2,
+            "preserve_insertion_order": False,
+            "temp_directory": str(tmp_path / "spill"),
+        }
+    )
+    conn.execute(
+        "create table src as select 'T' || i as tid, "
+        "'v1:' || md5(cast(i % 50000 as varchar)) as subject_token, 'c' || (i % 200000) as card, "
+        "i * 7 % 100000 as ts, (i % 997) * 1.5 as amount, "
+        "md5(cast(i as varchar)) || md5(cast(-i as varchar)) as payload from range(1000000) t(i)"
+    )
+    conn.execute(
+        "create view stage as with windows as (select tid, count(*) over (partition by card "
+        "order by ts range between 3600 preceding and current row) as recent, "
+        "amount > 5 * avg(amount) over (partition by card) as unusual from src) "
+        "select src.*, windows.recent, windows.unusual from src join windows using (tid)"
+    )
+    spec = {"stage": "stage", "cluster_by": "subject_token", "target_file_size": 8_000_000}
+
+    with pytest.raises(duckdb.OutOfMemoryException):
+        write_model(conn, WriteSpec.from_config({**spec, "location": str(tmp_path / "one")}))
+
+    location = tmp_path / "staged"
+    staged = {**spec, "location": str(location), "stage_rows_before_sort": True}
+    result = write_model(conn, WriteSpec.from_config(staged))
+    assert result.rows_written == 1_000_000
+    written = DeltaTable(str(location))
+    assert written.to_pyarrow_table(columns=["tid"]).num_rows == 1_000_000
+    files = written.file_uris()
+    # Clustered: each of the 50,000 subjects sits in one file, or two where a file ends (delta-rs
+    # may write a batch of the sorted stream a little out of turn). Unsorted: in every file.
+    subjects_per_file = [
+        len(set(pq.read_table(uri, columns=["subject_token"])["subject_token"].to_pylist()))
+        for uri in files
+    ]
+    assert len(files) > 4 and sum(subjects_per_file) < 50_000 * 1.1
+    assert conn.execute("select count(*) from duckdb_tables() where temporary").fetchone() == (0,)
