@@ -976,9 +976,10 @@ def _erase_from_duckdb(
         conn.execute("checkpoint")
     finally:
         conn.close()
-    leftover = bool(scan_file_bytes(database, residue))
+    # A file rows were deleted from is rebuilt in any case (its freed blocks keep the values);
+    # only a file nothing was deleted from is searched for traces left in freed blocks earlier.
     rebuilt = False
-    if deleted or leftover:
+    if deleted or scan_file_bytes(database, residue):
         rebuild_duckdb_file(database, extension_dir)
         rebuilt = True
     return {"rows_deleted": sum(deleted.values()), "tables": deleted, "rebuilt": rebuilt}

@@ -721,3 +721,43 @@ def test_tables_are_erased_side_by_side_in_order_and_a_failure_waits_for_the_res
     assert sorted(finished) == ["a", "b"]  # the other tables were not cut off
     monkeypatch.setattr(erasure, "TABLE_THREADS", 1)  # one at a time: plain loop, same results
     assert erasure._per_table(str.upper, ["x", "y"]) == ["X", "Y"]
+
+
+def test_a_duckdb_file_is_searched_for_old_traces_only_when_nothing_was_deleted_from_it(
+    tmp_path, monkeypatch
+):
+    """Deleting a subject's rows rebuilds the file without reading it byte by byte first (the
+    rebuild happens anyway); a file that held none of the rows is searched, and rebuilt only
+    when its freed blocks still hold a trace."""
+    from privacy_lakehouse import erasure_verifier
+
+    database = tmp_path / "serving.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        conn.execute(
+            "create table activity as select 'v1:tok' || (i % 3) as subject_token, i as n "
+            "from range(3000) t(i)"
+        )
+    searched: list[str] = []
+    found = {"traces": 0}
+
+    def scan(path, matcher):
+        searched.append(Path(path).name)
+        return {"trace": found["traces"]} if found["traces"] else {}
+
+    monkeypatch.setattr(erasure_verifier, "scan_file_bytes", scan)
+    inode = database.stat().st_ino
+    outcome = erasure._erase_from_duckdb(database, ["v1:tok1"], None, tmp_path / "ext")
+    assert outcome["rows_deleted"] == 1000 and outcome["rebuilt"] and searched == []
+    assert database.stat().st_ino != inode  # a fresh file took its place
+
+    inode = database.stat().st_ino
+    outcome = erasure._erase_from_duckdb(database, ["v1:gone"], None, tmp_path / "ext")
+    assert outcome == {"rows_deleted": 0, "tables": {}, "rebuilt": False}
+    assert searched == ["serving.duckdb"] and database.stat().st_ino == inode
+
+    found["traces"] = 1
+    outcome = erasure._erase_from_duckdb(database, ["v1:gone"], None, tmp_path / "ext")
+    assert outcome["rebuilt"] and database.stat().st_ino != inode
+    with duckdb.connect(str(database), read_only=True) as conn:
+        kept = conn.execute("select count(*), count(distinct subject_token) from activity")
+        assert kept.fetchone() == (2000, 2)
