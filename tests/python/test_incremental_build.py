@@ -1,6 +1,6 @@
 """A new landing batch on a built lakehouse: bronze appends exactly the new good rows, quarantine
-the new bad ones, silver merges late and duplicate events, and the customer snapshot records
-history (SCD2)."""
+the new bad ones, silver appends the new transaction ids (a re-delivered id keeps its first
+delivery), and the customer snapshot records history (SCD2)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ def test_quarantine_takes_the_new_bad_rows(grown):
     assert after - before["raw_quarantine__records"] == expected > 0
 
 
-def test_silver_transactions_merge_without_duplicates(grown):
+def test_silver_transactions_grow_without_duplicates(grown):
     copy, *_ = grown
     con = copy.duckdb()
     silver = copy.lake / "silver" / "stg_cards__transactions"
@@ -72,7 +72,7 @@ def test_silver_transactions_merge_without_duplicates(grown):
             f"select count(distinct transaction_id) from delta_scan('{bronze}')"
         ).fetchone()[0]
     )
-    # merged, not rebuilt: the incremental model's table kept its history
+    # appended, not rebuilt: the incremental model's table kept its history
     assert DeltaTable(str(silver)).version() >= 1
 
 
