@@ -14,8 +14,10 @@ a stale file. Beside it, `<purpose>.json` lists the tables, columns (with their 
 row counts, Delta versions and the policy version. Each publish appends one `export` entry per
 purpose to the audit log (tables, columns, row counts; never values).
 
-Published at the end of every successful `dbt build`/`dbt run` (the `serving` after-build hook)
-and on demand: `privacy-lakehouse serve publish [--purpose P]`.
+Published at the end of every successful `dbt build`/`dbt run` (the `serving` after-build hook;
+a file whose gold tables are at the Delta versions it was copied from, with the same visible
+columns and policy version, is kept as it is) and on demand, always copied:
+`privacy-lakehouse serve publish [--purpose P]`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ SERVED_LAYER = "gold"
 EXTENSION_FOLDER = "_duckdb_extensions"
 _PURPOSE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _TMP_MARKER = ".tmp-"
+# What the description records of each served column, besides its name.
+_CLASSIFICATION = ("sensitivity", "privacy_role", "pii_type")
 
 
 class ServingError(RuntimeError):
@@ -208,6 +212,7 @@ def publish_purpose(
     output_dir: str | os.PathLike | None = None,
     invocation_id: str | None = None,
     memory_limit: str | None = None,
+    keep_unchanged: bool = False,
 ) -> dict[str, Any]:
     """Write `<purpose>.duckdb` and `<purpose>.json` (atomically) and return the description.
 
@@ -215,6 +220,9 @@ def publish_purpose(
     (no Delta table yet, or none of their visible columns in it). Output goes to
     `<lake>/serving/` unless `output_dir` is given. `memory_limit` bounds DuckDB's memory for
     the copy (default: PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT, else DuckDB's own).
+    With `keep_unchanged`, a file whose description still matches (same policy version, the
+    same tables at the same Delta versions, the same visible columns) is left as it is and its
+    description returned with `unchanged: true`.
     """
     from privacy_lakehouse import duckdb_setup  # deferred: DuckDB is not needed to plan
 
@@ -223,6 +231,10 @@ def publish_purpose(
     folder = Path(output_dir) if output_dir is not None else serving_dir(lake)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{purpose}.duckdb"
+    if keep_unchanged:
+        previous = _still_current(folder / f"{purpose}.json", final, purpose, models, lake)
+        if previous is not None and previous.get("policy_version") == policy_version:
+            return {**previous, "unchanged": True}
     _remove_stale_tmp_files(folder, final.name)
     staged = folder / f"{final.name}{_TMP_MARKER}{os.getpid()}"
     staged.unlink(missing_ok=True)
@@ -262,9 +274,7 @@ def publish_purpose(
                     "columns": [
                         {
                             "name": column,
-                            "sensitivity": visible[column.lower()].get("sensitivity"),
-                            "privacy_role": visible[column.lower()].get("privacy_role"),
-                            "pii_type": visible[column.lower()].get("pii_type"),
+                            **{k: visible[column.lower()].get(k) for k in _CLASSIFICATION},
                         }
                         for column in columns
                     ],
@@ -292,6 +302,64 @@ def publish_purpose(
     }
     _write_json_atomically(folder / f"{purpose}.json", description)
     return description
+
+
+def _served_now(
+    models: Sequence[ModelColumns], purpose: str, lake: Path
+) -> tuple[list[tuple], dict[str, str]]:
+    """What a publish would copy now, read from the Delta logs only (no data file opened)."""
+    from deltalake import DeltaTable
+
+    tables: list[tuple] = []
+    skipped: dict[str, str] = {}
+    for model in served_models(models, purpose):
+        location = (lake / model.location).resolve()
+        if not (location / "_delta_log").is_dir():
+            skipped[model.name] = "no Delta table yet"
+            continue
+        table = DeltaTable(str(location))
+        visible = visible_columns(model, purpose)
+        columns = [
+            (field.name, *(visible[field.name.lower()].get(k) for k in _CLASSIFICATION))
+            for field in table.schema().fields
+            if field.name.lower() in visible
+        ]
+        if not columns:
+            skipped[model.name] = "none of its visible columns is in the Delta table"
+            continue
+        tables.append((model.name, f"{model.layer}/{model.name}", table.version(), columns))
+    return tables, skipped
+
+
+def _still_current(
+    description_file: Path,
+    database: Path,
+    purpose: str,
+    models: Sequence[ModelColumns],
+    lake: Path,
+) -> dict[str, Any] | None:
+    """The published description when its file would come out the same if published now."""
+    if not (database.is_file() and description_file.is_file()):
+        return None
+    try:
+        previous = json.loads(description_file.read_text(encoding="utf-8"))
+        published = [
+            (
+                t["name"],
+                t["source"],
+                t["delta_version"],
+                [(c["name"], *(c.get(k) for k in _CLASSIFICATION)) for c in t["columns"]],
+            )
+            for t in previous["tables"]
+        ]
+        skipped = dict(previous["skipped"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # unreadable or from another version: publish afresh
+    if previous.get("database") != database.name:
+        return None
+    if (published, skipped) != _served_now(models, purpose, lake):
+        return None
+    return previous
 
 
 def export_entry_fields(description: Mapping[str, Any]) -> dict[str, Any]:
@@ -329,9 +397,11 @@ def publish(
     actor: str,
     invocation_id: str | None = None,
     memory_limit: str | None = None,
+    keep_unchanged: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Publish the serving file of each purpose (default: every purpose of the policy) and
-    record one `export` audit entry per file. Returns {purpose: description}."""
+    record one `export` audit entry per file written. Returns {purpose: description}; with
+    `keep_unchanged`, files still current are kept (no copy, no export entry)."""
     chosen = list(purposes) if purposes is not None else list(policy.purposes)
     unknown = [p for p in chosen if p not in policy.purposes]
     if unknown:
@@ -350,8 +420,10 @@ def publish(
             output_dir=output_dir,
             invocation_id=invocation_id,
             memory_limit=memory_limit,
+            keep_unchanged=keep_unchanged,
         )
-        audit.append(actor=actor, **export_entry_fields(description))
+        if not description.get("unchanged"):
+            audit.append(actor=actor, **export_entry_fields(description))
         published[purpose] = description
     return published
 
@@ -365,7 +437,11 @@ def _user() -> str:
 
 def _summary(published: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     return {
-        purpose: {table["name"]: table["rows"] for table in description["tables"]}
+        purpose: (
+            f"unchanged since {description.get('published_at')}"
+            if description.get("unchanged")
+            else {table["name"]: table["rows"] for table in description["tables"]}
+        )
         for purpose, description in published.items()
     }
 
@@ -375,7 +451,9 @@ def publish_after_build(context: BuildContext) -> dict[str, Any]:
     """Republish every purpose's serving file from the gold Delta tables after a build.
 
     A build with an error or a failed test publishes nothing: the previous files stay, because
-    a failed test may be the one guarding a release (k-anonymity, consent)."""
+    a failed test may be the one guarding a release (k-anonymity, consent). A file whose gold
+    tables, columns and policy are what it was published from is kept: a run of one silver
+    model does not copy 9M rows of unchanged gold into the fraud file again."""
     if not context.succeeded:
         log.warning("serving files not published: the build had errors or failed tests")
         return {"skipped": "the build had errors or failed tests; previous files kept"}
@@ -387,6 +465,7 @@ def publish_after_build(context: BuildContext) -> dict[str, Any]:
         policy,
         actor=f"dbt:{_user()}",
         invocation_id=context.invocation_id,
+        keep_unchanged=True,
     )
     return _summary(published)
 

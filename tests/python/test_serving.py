@@ -219,6 +219,61 @@ def test_a_gold_model_without_a_delta_table_is_skipped_and_said_so(demo, manifes
     assert set(tables_and_columns(tmp_path / "marketing.duckdb")) == {"dim_marketing_audience"}
 
 
+def test_a_file_still_current_is_kept_and_any_change_republishes_it(demo, manifest, tmp_path):
+    """After a build, a purpose's file is copied again only when what it was copied from
+    changed: a gold table's Delta version, a visible column, or the policy version. A kept
+    file is not an export: the audit log gets no entry for it."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    gold = tmp_path / "lake_gold" / "dim_extra"
+    write_deltalake(str(gold), pa.table({"segment": ["a", "b"]}))
+    meta = {"purposes": ["marketing"], "sensitivity": "internal", "privacy_role": "none"}
+    models = models_from_manifest(manifest)
+    models.append(ModelColumns("dim_extra", "gold", str(gold), {"segment": meta}))
+    policy = load_policy(demo.root / "privacy_policy.yml")
+    out = tmp_path / "out"
+    audit = AuditLog(tmp_path / "audit.jsonl")
+
+    def publish_marketing(chosen=models, keep_unchanged=True):
+        published = serving.publish(
+            chosen, demo.lake, policy, purposes=["marketing"], output_dir=out,
+            audit_log=audit, actor="test", keep_unchanged=keep_unchanged,
+        )  # fmt: skip
+        return published["marketing"], (out / "marketing.duckdb").stat().st_ino
+
+    first, inode = publish_marketing()
+    assert not first.get("unchanged")
+    again, same_inode = publish_marketing()
+    assert again["unchanged"] and same_inode == inode
+    assert again["tables"] == first["tables"]
+    assert [e.details["purpose"] for e in audit.entries()] == ["marketing"]
+
+    write_deltalake(str(gold), pa.table({"segment": ["c"]}), mode="append")
+    grown, inode_after_append = publish_marketing()
+    assert not grown.get("unchanged") and inode_after_append != inode
+    extra = next(t for t in grown["tables"] if t["name"] == "dim_extra")
+    assert (extra["delta_version"], extra["rows"]) == (1, 3)
+
+    narrower = hide_column(models, "dim_marketing_audience", "spend_band", "marketing")
+    narrowed, inode_narrowed = publish_marketing(narrower)
+    assert not narrowed.get("unchanged") and inode_narrowed != inode_after_append
+    assert (
+        "spend_band" not in tables_and_columns(out / "marketing.duckdb")["dim_marketing_audience"]
+    )
+    _, kept = publish_marketing(narrower)
+    assert kept == inode_narrowed
+    forced, inode_forced = publish_marketing(narrower, keep_unchanged=False)
+    assert not forced.get("unchanged") and inode_forced != inode_narrowed
+    assert len([e for e in audit.entries() if e.action == "export"]) == 4
+    other_policy = publish_purpose(
+        "marketing", narrower, demo.lake, policy_version="another", output_dir=out,
+        keep_unchanged=True,
+    )  # fmt: skip
+    assert not other_policy.get("unchanged")
+    assert (out / "marketing.duckdb").stat().st_ino != inode_forced
+
+
 def test_a_build_with_errors_publishes_nothing(tmp_path):
     context = BuildContext(
         lake_dir=tmp_path,
