@@ -52,6 +52,8 @@ _PURPOSE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _TMP_MARKER = ".tmp-"
 # What the description records of each served column, besides its name.
 _CLASSIFICATION = ("sensitivity", "privacy_role", "pii_type")
+_NO_TABLE = "no Delta table yet"
+_NO_VISIBLE_COLUMN = "none of its visible columns is in the Delta table"
 
 
 class ServingError(RuntimeError):
@@ -249,16 +251,14 @@ def publish_purpose(
         for model in served_models(models, purpose):
             location = str((lake / model.location).resolve())
             if not Path(location, "_delta_log").is_dir():
-                skipped[model.name] = "no Delta table yet"
+                skipped[model.name] = _NO_TABLE
                 continue
-            visible = visible_columns(model, purpose)
-            # The Delta table's own order; a column missing from the YAML is not visible.
-            columns = [c for c in _table_columns(conn, location) if c.lower() in visible]
+            columns = _column_entries(model, purpose, _table_columns(conn, location))
             if not columns:
-                skipped[model.name] = "none of its visible columns is in the Delta table"
+                skipped[model.name] = _NO_VISIBLE_COLUMN
                 continue
             version = _delta_version(location)  # before the copy: the copy is at least this
-            projection = ", ".join(_quote_ident(c) for c in columns)
+            projection = ", ".join(_quote_ident(c["name"]) for c in columns)
             relation = f"main.{_quote_ident(model.name)}"
             conn.execute(
                 f"create table {relation} as "
@@ -271,13 +271,7 @@ def publish_purpose(
                     "source": f"{model.layer}/{model.name}",
                     "delta_version": version,
                     "rows": rows,
-                    "columns": [
-                        {
-                            "name": column,
-                            **{k: visible[column.lower()].get(k) for k in _CLASSIFICATION},
-                        }
-                        for column in columns
-                    ],
+                    "columns": columns,
                 }
             )
         conn.execute("checkpoint")
@@ -304,30 +298,46 @@ def publish_purpose(
     return description
 
 
+def _column_entries(
+    model: ModelColumns, purpose: str, names: Iterable[str]
+) -> list[dict[str, Any]]:
+    """The columns of `names` (the Delta table's own order) the purpose may see, each with its
+    classification; a column missing from the YAML is not visible."""
+    visible = visible_columns(model, purpose)
+    return [
+        {"name": name, **{k: visible[name.lower()].get(k) for k in _CLASSIFICATION}}
+        for name in names
+        if name.lower() in visible
+    ]
+
+
 def _served_now(
     models: Sequence[ModelColumns], purpose: str, lake: Path
-) -> tuple[list[tuple], dict[str, str]]:
-    """What a publish would copy now, read from the Delta logs only (no data file opened)."""
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """What a publish would copy now (tables without their row counts, and what it would skip),
+    read from the Delta logs only: no data file is opened."""
     from deltalake import DeltaTable
 
-    tables: list[tuple] = []
+    tables: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
     for model in served_models(models, purpose):
         location = (lake / model.location).resolve()
         if not (location / "_delta_log").is_dir():
-            skipped[model.name] = "no Delta table yet"
+            skipped[model.name] = _NO_TABLE
             continue
         table = DeltaTable(str(location))
-        visible = visible_columns(model, purpose)
-        columns = [
-            (field.name, *(visible[field.name.lower()].get(k) for k in _CLASSIFICATION))
-            for field in table.schema().fields
-            if field.name.lower() in visible
-        ]
+        columns = _column_entries(model, purpose, (f.name for f in table.schema().fields))
         if not columns:
-            skipped[model.name] = "none of its visible columns is in the Delta table"
+            skipped[model.name] = _NO_VISIBLE_COLUMN
             continue
-        tables.append((model.name, f"{model.layer}/{model.name}", table.version(), columns))
+        tables.append(
+            {
+                "name": model.name,
+                "source": f"{model.layer}/{model.name}",
+                "delta_version": table.version(),
+                "columns": columns,
+            }
+        )
     return tables, skipped
 
 
@@ -343,17 +353,9 @@ def _still_current(
         return None
     try:
         previous = json.loads(description_file.read_text(encoding="utf-8"))
-        published = [
-            (
-                t["name"],
-                t["source"],
-                t["delta_version"],
-                [(c["name"], *(c.get(k) for k in _CLASSIFICATION)) for c in t["columns"]],
-            )
-            for t in previous["tables"]
-        ]
-        skipped = dict(previous["skipped"])
-    except (OSError, ValueError, KeyError, TypeError):
+        published = [{k: v for k, v in t.items() if k != "rows"} for t in previous["tables"]]
+        skipped = previous["skipped"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # unreadable or from another version: publish afresh
     if previous.get("database") != database.name:
         return None
