@@ -1,0 +1,162 @@
+"""Compiled loops of `native_crypto` (imported only once libcrypto's symbols are loaded).
+
+Every pointer goes to libcrypto as an integer address (`uintp`), which on the platforms Numba
+supports has a pointer's size and calling convention. Each function returns how many libcrypto
+calls failed; the caller raises on any.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, types
+
+_address, _int = types.uintp, types.int32
+
+SHA256_Update = types.ExternalFunction("SHA256_Update", _int(_address, _address, _address))
+SHA256_Final = types.ExternalFunction("SHA256_Final", _int(_address, _address))
+EVP_CIPHER_CTX_new = types.ExternalFunction("EVP_CIPHER_CTX_new", _address())
+EVP_CIPHER_CTX_free = types.ExternalFunction("EVP_CIPHER_CTX_free", types.void(_address))
+EVP_aes_256_gcm = types.ExternalFunction("EVP_aes_256_gcm", _address())
+EVP_EncryptInit_ex = types.ExternalFunction(
+    "EVP_EncryptInit_ex", _int(_address, _address, _address, _address, _address)
+)
+EVP_EncryptUpdate = types.ExternalFunction(
+    "EVP_EncryptUpdate", _int(_address, _address, _address, _address, _int)
+)
+EVP_EncryptFinal_ex = types.ExternalFunction(
+    "EVP_EncryptFinal_ex", _int(_address, _address, _address)
+)
+EVP_CIPHER_CTX_ctrl = types.ExternalFunction(
+    "EVP_CIPHER_CTX_ctrl", _int(_address, _int, _int, _address)
+)
+
+_GCM_GET_TAG = 0x10  # EVP_CTRL_AEAD_GET_TAG
+_KEY_BYTES = 32
+_NONCE_BYTES = 12
+_TAG_BYTES = 16
+_TOKEN_BYTES = 16
+_BASE64 = np.frombuffer(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", np.uint8
+).copy()
+_HEX = np.frombuffer(b"0123456789abcdef", np.uint8).copy()
+
+
+@njit(nogil=True, cache=True)
+def render_tokens(inner, outer, offsets, data, valid, head, out_offsets, out):
+    """head + hex(HMAC-SHA256[:16]) of each valid value, at out[out_offsets[i]:]."""
+    state = np.empty(inner.shape[0], np.uint8)
+    digest = np.empty(32, np.uint8)
+    hexdigits = _HEX
+    failures = 0
+    for i in range(valid.shape[0]):
+        if not valid[i]:
+            continue
+        state[:] = inner
+        failures += (
+            SHA256_Update(
+                state.ctypes.data, data.ctypes.data + offsets[i], offsets[i + 1] - offsets[i]
+            )
+            != 1
+        )
+        failures += SHA256_Final(digest.ctypes.data, state.ctypes.data) != 1
+        state[:] = outer
+        failures += SHA256_Update(state.ctypes.data, digest.ctypes.data, 32) != 1
+        failures += SHA256_Final(digest.ctypes.data, state.ctypes.data) != 1
+        at = out_offsets[i]
+        for j in range(head.shape[0]):
+            out[at + j] = head[j]
+        at += head.shape[0]
+        for j in range(_TOKEN_BYTES):
+            out[at + 2 * j] = hexdigits[digest[j] >> 4]
+            out[at + 2 * j + 1] = hexdigits[digest[j] & 15]
+    digest[:] = 0
+    state[:] = 0
+    return failures
+
+
+@njit(nogil=True, cache=True)
+def seal_values(
+    keys,
+    key_index,
+    associated_prefix,
+    token_offsets,
+    token_data,
+    offsets,
+    data,
+    valid,
+    nonces,
+    out_offsets,
+    out,
+    longest,
+):
+    """base64(0x01 || nonce || AES-256-GCM(value) || tag) of each valid value, associated data
+    associated_prefix + its subject's token, at out[out_offsets[i]:]."""
+    sealed = np.empty(1 + _NONCE_BYTES + longest + _TAG_BYTES + 16, np.uint8)
+    written = np.zeros(1, np.int32)
+    alphabet = _BASE64
+    ctx = EVP_CIPHER_CTX_new()
+    if ctx == 0:
+        return 1
+    failures = EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), 0, 0, 0) != 1
+    current = -1
+    for i in range(valid.shape[0]):
+        if not valid[i]:
+            continue
+        subject = key_index[i]
+        if subject != current:  # a new key schedule only when the subject changes
+            failures += (
+                EVP_EncryptInit_ex(ctx, 0, 0, keys.ctypes.data + subject * _KEY_BYTES, 0) != 1
+            )
+            current = subject
+        failures += EVP_EncryptInit_ex(ctx, 0, 0, 0, nonces.ctypes.data + i * _NONCE_BYTES) != 1
+        failures += EVP_EncryptUpdate(
+            ctx, 0, written.ctypes.data, associated_prefix.ctypes.data,
+            np.int32(associated_prefix.shape[0]),
+        ) != 1  # fmt: skip
+        failures += EVP_EncryptUpdate(
+            ctx, 0, written.ctypes.data, token_data.ctypes.data + token_offsets[subject],
+            np.int32(token_offsets[subject + 1] - token_offsets[subject]),
+        ) != 1  # fmt: skip
+        length = offsets[i + 1] - offsets[i]
+        sealed[0] = 1
+        for j in range(_NONCE_BYTES):
+            sealed[1 + j] = nonces[i * _NONCE_BYTES + j]
+        body = 1 + _NONCE_BYTES
+        failures += EVP_EncryptUpdate(
+            ctx, sealed.ctypes.data + body, written.ctypes.data, data.ctypes.data + offsets[i],
+            np.int32(length),
+        ) != 1  # fmt: skip
+        failures += written[0] != length
+        failures += (
+            EVP_EncryptFinal_ex(ctx, sealed.ctypes.data + body + length, written.ctypes.data) != 1
+        )
+        failures += EVP_CIPHER_CTX_ctrl(
+            ctx, _GCM_GET_TAG, _TAG_BYTES, sealed.ctypes.data + body + length
+        ) != 1  # fmt: skip
+        _base64_into(sealed, body + length + _TAG_BYTES, out, out_offsets[i], alphabet)
+    EVP_CIPHER_CTX_free(ctx)
+    sealed[:] = 0
+    return failures
+
+
+@njit(nogil=True, cache=True)
+def _base64_into(source, count, out, at, alphabet):
+    """Standard base64 (with padding) of source[:count] at out[at:]."""
+    j = 0
+    while j + 3 <= count:
+        triple = (np.uint32(source[j]) << 16) | (np.uint32(source[j + 1]) << 8) | source[j + 2]
+        out[at] = alphabet[(triple >> 18) & 63]
+        out[at + 1] = alphabet[(triple >> 12) & 63]
+        out[at + 2] = alphabet[(triple >> 6) & 63]
+        out[at + 3] = alphabet[triple & 63]
+        at += 4
+        j += 3
+    rest = count - j
+    if rest:
+        triple = np.uint32(source[j]) << 16
+        if rest == 2:
+            triple |= np.uint32(source[j + 1]) << 8
+        out[at] = alphabet[(triple >> 18) & 63]
+        out[at + 1] = alphabet[(triple >> 12) & 63]
+        out[at + 2] = alphabet[(triple >> 6) & 63] if rest == 2 else 61  # '='
+        out[at + 3] = 61
