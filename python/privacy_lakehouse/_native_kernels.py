@@ -160,3 +160,129 @@ def _base64_into(source, count, out, at, alphabet):
         out[at + 1] = alphabet[(triple >> 12) & 63]
         out[at + 2] = alphabet[(triple >> 6) & 63] if rest == 2 else 61  # '='
         out[at + 3] = 61
+
+
+EVP_DecryptInit_ex = types.ExternalFunction(
+    "EVP_DecryptInit_ex", _int(_address, _address, _address, _address, _address)
+)
+EVP_DecryptUpdate = types.ExternalFunction(
+    "EVP_DecryptUpdate", _int(_address, _address, _address, _address, _int)
+)
+EVP_DecryptFinal_ex = types.ExternalFunction(
+    "EVP_DecryptFinal_ex", _int(_address, _address, _address)
+)
+_GCM_SET_TAG = 0x11  # EVP_CTRL_AEAD_SET_TAG
+_SEALED_OVERHEAD = 1 + _NONCE_BYTES + _TAG_BYTES
+
+
+def _base64_values() -> np.ndarray:
+    table = np.full(256, -1, np.int16)
+    for position, character in enumerate(_BASE64):
+        table[character] = position
+    return table
+
+
+_BASE64_VALUES = _base64_values()
+
+
+@njit(nogil=True, cache=True)
+def open_values(
+    keys,
+    key_index,
+    associated_prefix,
+    token_offsets,
+    token_data,
+    offsets,
+    data,
+    valid,
+    out_offsets,
+    out,
+    status,
+    longest,
+):
+    """Plaintext of each valid ciphertext at out[out_offsets[i]:]; status[i] = 1 where a value
+    is not strict base64 of format 1, or fails authentication (the caller decides what that
+    means; nothing is written for it). Returns how many libcrypto calls failed otherwise."""
+    raw = np.empty(longest + 4, np.uint8)
+    written = np.zeros(1, np.int32)
+    scratch = np.zeros(_TAG_BYTES, np.uint8)
+    values = _BASE64_VALUES
+    ctx = EVP_CIPHER_CTX_new()
+    if ctx == 0:
+        return 1
+    failures = EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), 0, 0, 0) != 1
+    current = -1
+    for i in range(valid.shape[0]):
+        if not valid[i]:
+            continue
+        size = _strict_base64_decode(data, offsets[i], offsets[i + 1], raw, values)
+        if size < _SEALED_OVERHEAD or raw[0] != 1:
+            status[i] = 1
+            continue
+        length = size - _SEALED_OVERHEAD
+        if length != out_offsets[i + 1] - out_offsets[i]:
+            status[i] = 1
+            continue
+        subject = key_index[i]
+        if subject != current:
+            failures += (
+                EVP_DecryptInit_ex(ctx, 0, 0, keys.ctypes.data + subject * _KEY_BYTES, 0) != 1
+            )
+            current = subject
+        failures += EVP_DecryptInit_ex(ctx, 0, 0, 0, raw.ctypes.data + 1) != 1
+        failures += EVP_DecryptUpdate(
+            ctx, 0, written.ctypes.data, associated_prefix.ctypes.data,
+            np.int32(associated_prefix.shape[0]),
+        ) != 1  # fmt: skip
+        failures += EVP_DecryptUpdate(
+            ctx, 0, written.ctypes.data, token_data.ctypes.data + token_offsets[subject],
+            np.int32(token_offsets[subject + 1] - token_offsets[subject]),
+        ) != 1  # fmt: skip
+        body = 1 + _NONCE_BYTES
+        failures += EVP_DecryptUpdate(
+            ctx, out.ctypes.data + out_offsets[i], written.ctypes.data,
+            raw.ctypes.data + body, np.int32(length),
+        ) != 1  # fmt: skip
+        failures += EVP_CIPHER_CTX_ctrl(
+            ctx, _GCM_SET_TAG, _TAG_BYTES, raw.ctypes.data + body + length
+        ) != 1  # fmt: skip
+        if EVP_DecryptFinal_ex(ctx, scratch.ctypes.data, written.ctypes.data) <= 0:
+            status[i] = 1
+            for j in range(out_offsets[i], out_offsets[i + 1]):
+                out[j] = 0  # unauthenticated plaintext is never returned
+    EVP_CIPHER_CTX_free(ctx)
+    raw[:] = 0
+    return failures
+
+
+@njit(nogil=True, cache=True)
+def _strict_base64_decode(data, start, end, raw, values):
+    """Bytes of standard, padded base64 data[start:end] into raw; -1 if it is not exactly
+    that (wrong length, a character outside the alphabet, '=' anywhere but the last two)."""
+    count = end - start
+    if count == 0 or count % 4 != 0:
+        return -1
+    padding = 0
+    if data[end - 1] == 61:
+        padding = 2 if data[end - 2] == 61 else 1
+    size = 0
+    for group in range(start, end, 4):
+        last = group + 4 == end
+        triple = 0
+        for k in range(4):
+            character = data[group + k]
+            if last and k >= 4 - padding:
+                value = 0
+            else:
+                value = values[character]
+                if value < 0:
+                    return -1
+            triple = (triple << 6) | value
+        keep = 3 - padding if last else 3
+        raw[size] = (triple >> 16) & 255
+        if keep > 1:
+            raw[size + 1] = (triple >> 8) & 255
+        if keep > 2:
+            raw[size + 2] = triple & 255
+        size += keep
+    return size

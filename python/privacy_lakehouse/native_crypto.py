@@ -9,9 +9,12 @@ lock: about 0.2 us per token and 0.3 us per ciphertext.
 - `token_array(states, prefix, values)`: ``prefix + hex(HMAC-SHA256(salt, value)[:16])`` per
   value. HMAC is computed from SHA-256 states keyed once per salt (`hmac_states`), as RFC 2104
   defines it: SHA256((K ^ opad) || SHA256((K ^ ipad) || value)).
-- `seal_array(keys, key_index, subject_tokens, values)`: base64 of
+- `seal_array(keys, key_index, subject_tokens, associated_prefix, values)`: base64 of
   ``0x01 || nonce || AES-256-GCM(value, associated data)`` per value, the associated data being
   the keyring's prefix plus the row's subject token; a fresh random 12-byte nonce per value.
+- `open_array(...)`: the reverse, with strict base64; rows that do not open (tampered, not the
+  format) are reported, never returned, and the keyring hands them to its Python path, which
+  raises the error it always raised.
 
 Nothing here chooses keys or formats: the keyring passes its secrets and checks results. No
 cryptography is implemented here either: AES-GCM and SHA-256 are libcrypto's; the loops only
@@ -47,6 +50,7 @@ KEY_BYTES = 32
 # SHA256_CTX is 112 bytes in OpenSSL 1.1 and 3.x; room to spare, never read past by libcrypto.
 _SHA_STATE_BYTES = 256
 _SHA_BLOCK = 64
+_SEALED = 1 + NONCE_BYTES + TAG_BYTES  # format byte, nonce and tag around the encrypted value
 _GCM_GET_TAG = 0x10  # EVP_CTRL_AEAD_GET_TAG
 _LIBRARY_NAMES = ("libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so")
 
@@ -273,4 +277,61 @@ def _known_answers_match() -> bool:
         opened = aead.decrypt(raw[1:13], raw[13:], prefix + b"v1:" + b"ab" * 16)
         if raw[0] != CIPHERTEXT_FORMAT or opened != plain.encode():
             return False
-    return True
+    # And back: the loop opens what `cryptography` sealed, and refuses a flipped bit.
+    theirs = base64.b64encode(
+        b"\x01" + bytes(12) + aead.encrypt(bytes(12), b"x", prefix + b"v1:" + b"ab" * 16)
+    )
+    tampered = bytearray(base64.b64decode(theirs))
+    tampered[-1] ^= 1
+    texts = pa.array([theirs.decode(), base64.b64encode(bytes(tampered)).decode()])
+    opened, unopened = open_array(
+        np.frombuffer(key, np.uint8).reshape(1, KEY_BYTES),
+        np.zeros(2, np.int64),
+        subjects,
+        prefix,
+        texts,
+        np.ones(2, np.bool_),
+    )
+    return opened[0].as_py() == "x" and unopened.tolist() == [False, True]
+
+
+def open_array(
+    keys: np.ndarray,
+    key_index: np.ndarray,
+    subject_tokens: pa.Array,
+    associated_prefix: bytes,
+    ciphertexts: pa.Array,
+    wanted: np.ndarray,
+) -> tuple[pa.Array, np.ndarray]:
+    """Plaintexts of the rows where `wanted` is true (others null), and the rows that did not
+    open (not strict base64 of format 1, or failing authentication): the caller gives those to
+    the Python path, which raises its own error or, for a spelling it accepts, decrypts."""
+    kernels = _state["kernels"]
+    offsets, data = _string_buffers(ciphertexts)
+    token_offsets, token_data = _string_buffers(subject_tokens)
+    lengths = np.diff(offsets)
+    ends = np.maximum(offsets[1:] - 1, 0)
+    padding = np.where(lengths >= 1, data[ends] == 61, False).astype(np.int64)
+    padding += np.where(lengths >= 2, data[np.maximum(ends - 1, 0)] == 61, False)
+    plain = np.where(wanted, np.maximum(lengths // 4 * 3 - padding - _SEALED, 0), 0)
+    out_offsets = np.zeros(len(ciphertexts) + 1, np.int64)
+    np.cumsum(plain, out=out_offsets[1:])
+    out = np.zeros(max(1, int(out_offsets[-1])), np.uint8)
+    status = np.zeros(len(ciphertexts), np.uint8)
+    failures = kernels.open_values(
+        np.ascontiguousarray(keys, np.uint8).reshape(-1),
+        np.ascontiguousarray(key_index, np.int64),
+        np.frombuffer(associated_prefix, np.uint8),
+        token_offsets,
+        token_data,
+        offsets,
+        data,
+        np.ascontiguousarray(wanted, np.bool_),
+        out_offsets,
+        out,
+        status,
+        int(lengths.max()) if len(lengths) else 0,
+    )
+    if failures:
+        raise NativeCryptoError("libcrypto failed while decrypting")
+    return _string_array(out_offsets, out[: out_offsets[-1]], wanted), status.astype(np.bool_)

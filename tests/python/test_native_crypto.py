@@ -161,3 +161,84 @@ def test_threads_encrypt_side_by_side(ring):
         thread.join()
     for n in range(4):
         assert results[n] == [f"thread {n} value {i}" for i in range(len(subjects))]
+
+
+def flipped(ciphertext: str, position: int) -> str:
+    raw = bytearray(base64.b64decode(ciphertext))
+    raw[position] ^= 0x01
+    return base64.b64encode(bytes(raw)).decode()
+
+
+def python_path_error(ring, monkeypatch, subjects, texts) -> tuple[type, str]:
+    monkeypatch.setenv(SWITCH, "off")
+    try:
+        with pytest.raises(Exception) as caught:  # noqa: B017 - compared below
+            ring.decrypt_many(subjects, texts, PURPOSE, "t")
+        return type(caught.value), str(caught.value)
+    finally:
+        monkeypatch.delenv(SWITCH)
+
+
+def test_decryption_equals_the_python_path(ring, monkeypatch):
+    subjects = [ring.token(f"customer-{i % 7}") for i in range(len(VALUES) * 3)]
+    values = VALUES * 3
+    sealed = ring.encrypt_many(pa.array(subjects), pa.array(values))
+
+    def python_opened(*args):
+        raise AssertionError("the compiled path handed a sound ciphertext to Python")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(keyring_module, "_open_sealed", python_opened)
+        native = ring.decrypt_many(pa.array(subjects), sealed, PURPOSE, "t").to_pylist()
+    monkeypatch.setenv(SWITCH, "off")
+    python = ring.decrypt_many(pa.array(subjects), sealed, PURPOSE, "t").to_pylist()
+    assert native == python == values
+
+
+def test_tampered_or_misspelled_ciphertexts_raise_the_python_paths_error(ring, monkeypatch):
+    subject = ring.token("customer-1")
+    good = ring.encrypt(subject, "alice@example.com")
+    length = len(base64.b64decode(good))
+    bad_values = [flipped(good, p) for p in (0, 1, 13, length - 1)]
+    bad_values += [good[:-8], good[:-1], "not base64 at all!", "", "====", good + "\n"]
+    for bad in bad_values:
+        subjects, texts = pa.array([subject, subject]), pa.array([good, bad])
+        expected = python_path_error(ring, monkeypatch, subjects, texts)
+        with pytest.raises(expected[0]) as caught:
+            ring.decrypt_many(subjects, texts, PURPOSE, "t")
+        assert str(caught.value) == expected[1]
+        assert "alice" not in str(caught.value)
+    other = ring.token("customer-2")
+    ring.encrypt(other, "x")
+    with pytest.raises(keyring_module.TamperedCiphertextError):  # bound to its subject
+        ring.decrypt_many(pa.array([other]), pa.array([good]), PURPOSE, "t")
+
+
+def test_decrypting_nulls_and_shredded_subjects(ring):
+    kept, erased = ring.token("kept"), ring.token("erased")
+    sealed = ring.encrypt_many(pa.array([kept, erased, kept]), pa.array(["a", "b", None]))
+    ring.destroy_subject_key(erased)
+    tokens = pa.array([kept, erased, None], pa.string())
+    texts = pa.array([sealed[0].as_py(), sealed[1].as_py(), None], pa.string())
+    with pytest.raises(KeyDestroyedError):
+        ring.decrypt_many(tokens, texts, PURPOSE, "t")
+    opened = ring.decrypt_many(tokens, texts, PURPOSE, "t", destroyed_as_null=True)
+    assert opened.to_pylist() == ["a", None, None]
+    with pytest.raises(KeyringError, match="no subject token"):
+        ring.decrypt_many(
+            pa.array([None], pa.string()), pa.array([sealed[0].as_py()]), PURPOSE, "t"
+        )
+    unknown = ring.token("never-encrypted")
+    with pytest.raises(keyring_module.KeyNotFoundError):
+        ring.decrypt_many(pa.array([unknown]), pa.array([sealed[0].as_py()]), PURPOSE, "t")
+
+
+def test_decryption_is_audited_per_distinct_subject(tmp_path, master_key, monkeypatch):
+    monkeypatch.delenv(SWITCH, raising=False)
+    heard = []
+    store = tmp_path / "keys" / "keyring.sqlite"
+    with Keyring(store, StaticProvider(master_key), on_decrypt=lambda *a: heard.append(a)) as ring:
+        subjects = [ring.token(f"c{i % 3}") for i in range(9)]
+        sealed = ring.encrypt_many(pa.array(subjects), pa.array([str(i) for i in range(9)]))
+        ring.decrypt_many(pa.array(subjects), sealed, PURPOSE, "investigator")
+    assert heard == [("investigator", PURPOSE, 3)]
