@@ -984,7 +984,7 @@ class Keyring:
         version, mac = self._salt_mac(salt_name, version)
         encoded = values.dictionary_encode()
         states = self._salt_states.get((salt_name, version))
-        if states is not None:
+        if states is not None and native_crypto.available():  # the switch holds at any time
             distinct = native_crypto.token_array(states, f"v{version}:", encoded.dictionary)
         else:
             distinct = pa.array(_render_tokens(version, mac, encoded.dictionary.to_pylist()))
