@@ -26,6 +26,12 @@ EVP_EncryptUpdate = types.ExternalFunction(
 EVP_EncryptFinal_ex = types.ExternalFunction(
     "EVP_EncryptFinal_ex", _int(_address, _address, _address)
 )
+EVP_CipherInit_ex = types.ExternalFunction(
+    "EVP_CipherInit_ex", _int(_address, _address, _address, _address, _address, _int)
+)
+EVP_CipherUpdate = types.ExternalFunction(
+    "EVP_CipherUpdate", _int(_address, _address, _address, _address, _int)
+)
 EVP_CIPHER_CTX_ctrl = types.ExternalFunction(
     "EVP_CIPHER_CTX_ctrl", _int(_address, _int, _int, _address)
 )
@@ -103,20 +109,11 @@ def seal_values(
         if not valid[i]:
             continue
         subject = key_index[i]
-        if subject != current:  # a new key schedule only when the subject changes
-            failures += (
-                EVP_EncryptInit_ex(ctx, 0, 0, keys.ctypes.data + subject * _KEY_BYTES, 0) != 1
-            )
-            current = subject
-        failures += EVP_EncryptInit_ex(ctx, 0, 0, 0, nonces.ctypes.data + i * _NONCE_BYTES) != 1
-        failures += EVP_EncryptUpdate(
-            ctx, 0, written.ctypes.data, associated_prefix.ctypes.data,
-            np.int32(associated_prefix.shape[0]),
-        ) != 1  # fmt: skip
-        failures += EVP_EncryptUpdate(
-            ctx, 0, written.ctypes.data, token_data.ctypes.data + token_offsets[subject],
-            np.int32(token_offsets[subject + 1] - token_offsets[subject]),
-        ) != 1  # fmt: skip
+        failures += _start_value(
+            ctx, keys, subject, current, nonces.ctypes.data + i * _NONCE_BYTES,
+            associated_prefix, token_offsets, token_data, written,
+        )  # fmt: skip
+        current = subject
         length = offsets[i + 1] - offsets[i]
         sealed[0] = 1
         for j in range(_NONCE_BYTES):
@@ -136,6 +133,28 @@ def seal_values(
         _base64_into(sealed, body + length + _TAG_BYTES, out, out_offsets[i], alphabet)
     EVP_CIPHER_CTX_free(ctx)
     sealed[:] = 0
+    return failures
+
+
+@njit(nogil=True, cache=True)
+def _start_value(
+    ctx, keys, subject, current, nonce, associated_prefix, token_offsets, token_data, written
+):
+    """Key (only when the subject changes: a new key schedule), nonce and associated data of one
+    value, for sealing or opening alike (the context keeps its direction); failed calls."""
+    failures = 0
+    if subject != current:
+        key = keys.ctypes.data + subject * _KEY_BYTES
+        failures += EVP_CipherInit_ex(ctx, 0, 0, key, 0, -1) != 1
+    failures += EVP_CipherInit_ex(ctx, 0, 0, 0, nonce, -1) != 1
+    failures += EVP_CipherUpdate(
+        ctx, 0, written.ctypes.data, associated_prefix.ctypes.data,
+        np.int32(associated_prefix.shape[0]),
+    ) != 1  # fmt: skip
+    failures += EVP_CipherUpdate(
+        ctx, 0, written.ctypes.data, token_data.ctypes.data + token_offsets[subject],
+        np.int32(token_offsets[subject + 1] - token_offsets[subject]),
+    ) != 1  # fmt: skip
     return failures
 
 
@@ -224,20 +243,11 @@ def open_values(
             status[i] = 1
             continue
         subject = key_index[i]
-        if subject != current:
-            failures += (
-                EVP_DecryptInit_ex(ctx, 0, 0, keys.ctypes.data + subject * _KEY_BYTES, 0) != 1
-            )
-            current = subject
-        failures += EVP_DecryptInit_ex(ctx, 0, 0, 0, raw.ctypes.data + 1) != 1
-        failures += EVP_DecryptUpdate(
-            ctx, 0, written.ctypes.data, associated_prefix.ctypes.data,
-            np.int32(associated_prefix.shape[0]),
-        ) != 1  # fmt: skip
-        failures += EVP_DecryptUpdate(
-            ctx, 0, written.ctypes.data, token_data.ctypes.data + token_offsets[subject],
-            np.int32(token_offsets[subject + 1] - token_offsets[subject]),
-        ) != 1  # fmt: skip
+        failures += _start_value(
+            ctx, keys, subject, current, raw.ctypes.data + 1,
+            associated_prefix, token_offsets, token_data, written,
+        )  # fmt: skip
+        current = subject
         body = 1 + _NONCE_BYTES
         failures += EVP_DecryptUpdate(
             ctx, out.ctypes.data + out_offsets[i], written.ctypes.data,

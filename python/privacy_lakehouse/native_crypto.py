@@ -200,6 +200,21 @@ def token_array(states: tuple[np.ndarray, np.ndarray], prefix: str, values: pa.A
     return _string_array(out_offsets, out[: out_offsets[-1]], valid)
 
 
+def _subject_arguments(
+    keys: np.ndarray, key_index: np.ndarray, associated_prefix: bytes, subject_tokens: pa.Array
+) -> tuple[np.ndarray, ...]:
+    """What both AES-GCM loops take first: the keys, each row's subject, and the parts of the
+    associated data (the prefix, and the subjects' tokens as offsets and bytes)."""
+    token_offsets, token_data = _string_buffers(subject_tokens)
+    return (
+        np.ascontiguousarray(keys, np.uint8).reshape(-1),
+        np.ascontiguousarray(key_index, np.int64),
+        np.frombuffer(associated_prefix, np.uint8),
+        token_offsets,
+        token_data,
+    )
+
+
 def seal_array(
     keys: np.ndarray,
     key_index: np.ndarray,
@@ -214,7 +229,6 @@ def seal_array(
     order; `key_index` one int64 per value."""
     kernels = _state["kernels"]
     offsets, data = _string_buffers(values)
-    token_offsets, token_data = _string_buffers(subject_tokens)
     valid = _validity(values)
     lengths = np.diff(offsets)
     sealed = 1 + NONCE_BYTES + lengths + TAG_BYTES
@@ -225,11 +239,7 @@ def seal_array(
     nonces = np.frombuffer(os.urandom(NONCE_BYTES * max(1, len(values))), np.uint8)
     longest = int(lengths.max()) if len(lengths) else 0
     failures = kernels.seal_values(
-        np.ascontiguousarray(keys, np.uint8).reshape(-1),
-        np.ascontiguousarray(key_index, np.int64),
-        np.frombuffer(associated_prefix, np.uint8),
-        token_offsets,
-        token_data,
+        *_subject_arguments(keys, key_index, associated_prefix, subject_tokens),
         offsets,
         data,
         valid,
@@ -308,7 +318,6 @@ def open_array(
     the Python path, which raises its own error or, for a spelling it accepts, decrypts."""
     kernels = _state["kernels"]
     offsets, data = _string_buffers(ciphertexts)
-    token_offsets, token_data = _string_buffers(subject_tokens)
     lengths = np.diff(offsets)
     ends = np.maximum(offsets[1:] - 1, 0)
     padding = np.where(lengths >= 1, data[ends] == 61, False).astype(np.int64)
@@ -319,11 +328,7 @@ def open_array(
     out = np.zeros(max(1, int(out_offsets[-1])), np.uint8)
     status = np.zeros(len(ciphertexts), np.uint8)
     failures = kernels.open_values(
-        np.ascontiguousarray(keys, np.uint8).reshape(-1),
-        np.ascontiguousarray(key_index, np.int64),
-        np.frombuffer(associated_prefix, np.uint8),
-        token_offsets,
-        token_data,
+        *_subject_arguments(keys, key_index, associated_prefix, subject_tokens),
         offsets,
         data,
         np.ascontiguousarray(wanted, np.bool_),
