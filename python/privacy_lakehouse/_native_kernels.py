@@ -10,6 +10,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, types
 
+from privacy_lakehouse.native_crypto import (
+    CIPHERTEXT_FORMAT,
+    KEY_BYTES,
+    NONCE_BYTES,
+    SEALED_OVERHEAD,
+    TAG_BYTES,
+    TOKEN_BYTES,
+)
+
 _address, _int = types.uintp, types.int32
 
 SHA256_Update = types.ExternalFunction("SHA256_Update", _int(_address, _address, _address))
@@ -37,10 +46,6 @@ EVP_CIPHER_CTX_ctrl = types.ExternalFunction(
 )
 
 _GCM_GET_TAG = 0x10  # EVP_CTRL_AEAD_GET_TAG
-_KEY_BYTES = 32
-_NONCE_BYTES = 12
-_TAG_BYTES = 16
-_TOKEN_BYTES = 16
 _BASE64 = np.frombuffer(
     b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", np.uint8
 ).copy()
@@ -72,7 +77,7 @@ def render_tokens(inner, outer, offsets, data, valid, head, out_offsets, out):
         for j in range(head.shape[0]):
             out[at + j] = head[j]
         at += head.shape[0]
-        for j in range(_TOKEN_BYTES):
+        for j in range(TOKEN_BYTES):
             out[at + 2 * j] = hexdigits[digest[j] >> 4]
             out[at + 2 * j + 1] = hexdigits[digest[j] & 15]
     digest[:] = 0
@@ -97,7 +102,7 @@ def seal_values(
 ):
     """base64(0x01 || nonce || AES-256-GCM(value) || tag) of each valid value, associated data
     associated_prefix + its subject's token, at out[out_offsets[i]:]."""
-    sealed = np.empty(1 + _NONCE_BYTES + longest + _TAG_BYTES + 16, np.uint8)
+    sealed = np.empty(1 + NONCE_BYTES + longest + TAG_BYTES + 16, np.uint8)
     written = np.zeros(1, np.int32)
     alphabet = _BASE64
     ctx = EVP_CIPHER_CTX_new()
@@ -110,15 +115,15 @@ def seal_values(
             continue
         subject = key_index[i]
         failures += _start_value(
-            ctx, keys, subject, current, nonces.ctypes.data + i * _NONCE_BYTES,
+            ctx, keys, subject, current, nonces.ctypes.data + i * NONCE_BYTES,
             associated_prefix, token_offsets, token_data, written,
         )  # fmt: skip
         current = subject
         length = offsets[i + 1] - offsets[i]
-        sealed[0] = 1
-        for j in range(_NONCE_BYTES):
-            sealed[1 + j] = nonces[i * _NONCE_BYTES + j]
-        body = 1 + _NONCE_BYTES
+        sealed[0] = CIPHERTEXT_FORMAT
+        for j in range(NONCE_BYTES):
+            sealed[1 + j] = nonces[i * NONCE_BYTES + j]
+        body = 1 + NONCE_BYTES
         failures += EVP_EncryptUpdate(
             ctx, sealed.ctypes.data + body, written.ctypes.data, data.ctypes.data + offsets[i],
             np.int32(length),
@@ -128,9 +133,9 @@ def seal_values(
             EVP_EncryptFinal_ex(ctx, sealed.ctypes.data + body + length, written.ctypes.data) != 1
         )
         failures += EVP_CIPHER_CTX_ctrl(
-            ctx, _GCM_GET_TAG, _TAG_BYTES, sealed.ctypes.data + body + length
+            ctx, _GCM_GET_TAG, TAG_BYTES, sealed.ctypes.data + body + length
         ) != 1  # fmt: skip
-        _base64_into(sealed, body + length + _TAG_BYTES, out, out_offsets[i], alphabet)
+        _base64_into(sealed, body + length + TAG_BYTES, out, out_offsets[i], alphabet)
     EVP_CIPHER_CTX_free(ctx)
     sealed[:] = 0
     return failures
@@ -144,7 +149,7 @@ def _start_value(
     value, for sealing or opening alike (the context keeps its direction); failed calls."""
     failures = 0
     if subject != current:
-        key = keys.ctypes.data + subject * _KEY_BYTES
+        key = keys.ctypes.data + subject * KEY_BYTES
         failures += EVP_CipherInit_ex(ctx, 0, 0, key, 0, -1) != 1
     failures += EVP_CipherInit_ex(ctx, 0, 0, 0, nonce, -1) != 1
     failures += EVP_CipherUpdate(
@@ -191,7 +196,6 @@ EVP_DecryptFinal_ex = types.ExternalFunction(
     "EVP_DecryptFinal_ex", _int(_address, _address, _address)
 )
 _GCM_SET_TAG = 0x11  # EVP_CTRL_AEAD_SET_TAG
-_SEALED_OVERHEAD = 1 + _NONCE_BYTES + _TAG_BYTES
 
 
 def _base64_values() -> np.ndarray:
@@ -224,7 +228,7 @@ def open_values(
     means; nothing is written for it). Returns how many libcrypto calls failed otherwise."""
     raw = np.empty(longest + 4, np.uint8)
     written = np.zeros(1, np.int32)
-    scratch = np.zeros(_TAG_BYTES, np.uint8)
+    scratch = np.zeros(TAG_BYTES, np.uint8)
     values = _BASE64_VALUES
     ctx = EVP_CIPHER_CTX_new()
     if ctx == 0:
@@ -235,10 +239,10 @@ def open_values(
         if not valid[i]:
             continue
         size = _strict_base64_decode(data, offsets[i], offsets[i + 1], raw, values)
-        if size < _SEALED_OVERHEAD or raw[0] != 1:
+        if size < SEALED_OVERHEAD or raw[0] != CIPHERTEXT_FORMAT:
             status[i] = 1
             continue
-        length = size - _SEALED_OVERHEAD
+        length = size - SEALED_OVERHEAD
         if length != out_offsets[i + 1] - out_offsets[i]:
             status[i] = 1
             continue
@@ -248,13 +252,13 @@ def open_values(
             associated_prefix, token_offsets, token_data, written,
         )  # fmt: skip
         current = subject
-        body = 1 + _NONCE_BYTES
+        body = 1 + NONCE_BYTES
         failures += EVP_DecryptUpdate(
             ctx, out.ctypes.data + out_offsets[i], written.ctypes.data,
             raw.ctypes.data + body, np.int32(length),
         ) != 1  # fmt: skip
         failures += EVP_CIPHER_CTX_ctrl(
-            ctx, _GCM_SET_TAG, _TAG_BYTES, raw.ctypes.data + body + length
+            ctx, _GCM_SET_TAG, TAG_BYTES, raw.ctypes.data + body + length
         ) != 1  # fmt: skip
         if EVP_DecryptFinal_ex(ctx, scratch.ctypes.data, written.ctypes.data) <= 0:
             status[i] = 1

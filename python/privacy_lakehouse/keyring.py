@@ -53,6 +53,13 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 from privacy_lakehouse import native_crypto
+from privacy_lakehouse.native_crypto import (
+    CIPHERTEXT_FORMAT,
+    KEY_BYTES,
+    NONCE_BYTES,
+    TAG_BYTES,
+    TOKEN_BYTES,
+)
 from privacy_lakehouse.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -71,12 +78,7 @@ DEFAULT_SALT = "subject"
 DEFAULT_SALT_GRACE = timedelta(days=7)
 DEV_KEY_WARNING = "privacy_lakehouse: using the local development master key file"
 
-KEY_BYTES = 32
 WRAPPED_KEY_BYTES = KEY_BYTES + 8  # AES key wrap (RFC 3394) adds one 8-byte block
-TOKEN_BYTES = 16
-NONCE_BYTES = 12
-TAG_BYTES = 16
-CIPHERTEXT_FORMAT = 1
 
 _KEY_CHECK_LABEL = b"privacy_lakehouse/key-check-value/v1"
 _AAD_PREFIX = b"privacy_lakehouse/ciphertext/v1\x00"
@@ -511,6 +513,41 @@ def _native_inputs(tokens: Any, texts: Any) -> tuple[pa.Array, pa.Array] | None:
     if not native_crypto.available():
         return None
     return arrays[0], arrays[1]
+
+
+class _RowsBySubject:
+    """The rows of a (subject token, value) pair of columns as the compiled loops take them:
+    each row's subject as an index into the distinct tokens (`dictionary`, `subjects`), which
+    rows hold a value (`present`), and which subjects those rows need (`needed`, indices)."""
+
+    def __init__(self, tokens: pa.Array, values: pa.Array, no_token: str):
+        import numpy as np
+        import pyarrow.compute as pc
+
+        self.present = values.is_valid().to_numpy(zero_copy_only=False)
+        if (
+            tokens.null_count
+            and (tokens.is_null().to_numpy(zero_copy_only=False) & self.present).any()
+        ):
+            raise KeyringError(no_token)
+        encoded = tokens.dictionary_encode()
+        self.dictionary = encoded.dictionary
+        self.subjects: list[str] = self.dictionary.to_pylist()
+        indices = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)
+        self.key_index = indices.astype(np.int64)
+        self.needed: list[int] = np.unique(self.key_index[self.present]).tolist()
+
+    def needed_tokens(self) -> list[str]:
+        return [self.subjects[index] for index in self.needed]
+
+    def key_matrix(self, keys: dict[str, bytes | None]) -> Any:
+        """One 32-byte row per distinct subject; subjects with no key needed (all their values
+        null) or a destroyed one get zeros, which no present row reads."""
+        import numpy as np
+
+        unused = bytes(KEY_BYTES)
+        material = b"".join(keys.get(token) or unused for token in self.subjects)
+        return np.frombuffer(material, np.uint8).reshape(-1, KEY_BYTES)
 
 
 def _valid_utf8(values: pa.Array) -> bool:
@@ -1201,34 +1238,21 @@ class Keyring:
 
     def _encrypt_native(self, tokens: pa.Array, texts: pa.Array) -> pa.Array:
         """`encrypt_many` through `native_crypto`: the same format, one compiled loop."""
-        import numpy as np
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         if len(tokens) != len(texts):
             raise KeyringError("subject tokens and plaintexts differ in length")
         if len(texts) == 0:
             return pa.array([], pa.string())
-        owners = tokens.filter(texts.is_valid()) if texts.null_count else tokens
-        if owners.null_count:
-            raise KeyringError("a value to encrypt has no subject token")
-        keys = self._data_key_material(pc.unique(owners).to_pylist(), create=True)
+        rows = _RowsBySubject(tokens, texts, "a value to encrypt has no subject token")
+        keys = self._data_key_material(rows.needed_tokens(), create=True)
         if any(key is None for key in keys.values()):
             raise KeyDestroyedError(
                 "a subject's data key was destroyed (erased subject); new values for that "
                 "subject cannot be encrypted: filter erased subjects out before encrypting"
             )
-        encoded = tokens.dictionary_encode()
-        # Subjects whose values are all null need no key: their slots are never read.
-        unused = bytes(KEY_BYTES)
-        material = b"".join(keys.get(token, unused) for token in encoded.dictionary.to_pylist())
-        key_index = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)
         return native_crypto.seal_array(
-            np.frombuffer(material, np.uint8).reshape(-1, KEY_BYTES),
-            key_index.astype(np.int64),
-            encoded.dictionary,
-            _AAD_PREFIX,
-            texts,
+            rows.key_matrix(keys), rows.key_index, rows.dictionary, _AAD_PREFIX, texts
         )
 
     def decrypt(
@@ -1291,48 +1315,32 @@ class Keyring:
         value the loop cannot open goes through the Python path, which raises its error."""
         import numpy as np
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         if len(tokens) != len(texts):
             raise KeyringError("subject tokens and ciphertexts differ in length")
-        present = texts.is_valid().to_numpy(zero_copy_only=False)
-        owners = tokens.filter(texts.is_valid()) if texts.null_count else tokens
-        if owners.null_count:
-            raise KeyringError("a ciphertext has no subject token")
-        encoded = tokens.dictionary_encode()
-        subjects = encoded.dictionary.to_pylist()
-        key_index = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)
-        key_index = key_index.astype(np.int64)
-        needed = np.unique(key_index[present]).tolist()
+        rows = _RowsBySubject(tokens, texts, "a ciphertext has no subject token")
         if self._on_decrypt is not None:
-            self._on_decrypt(actor, purpose, len(needed))
-        keys = self._data_key_material([subjects[i] for i in needed], create=False)
-        if len(keys) < len(needed):
+            self._on_decrypt(actor, purpose, len(rows.needed))
+        keys = self._data_key_material(rows.needed_tokens(), create=False)
+        if len(keys) < len(rows.needed):
             raise KeyNotFoundError("no data key exists for a subject of these ciphertexts")
-        destroyed = np.zeros(len(subjects), np.bool_)
-        for index in needed:
-            destroyed[index] = keys[subjects[index]] is None
+        destroyed = np.zeros(len(rows.subjects), np.bool_)
+        for index in rows.needed:
+            destroyed[index] = keys[rows.subjects[index]] is None
         if not destroyed_as_null and destroyed.any():
             raise KeyDestroyedError(
                 "a subject's data key was destroyed (crypto-shredded); the ciphertext is unreadable"
             )
-        unused = bytes(KEY_BYTES)
-        material = b"".join(keys.get(token) or unused for token in subjects)
-        wanted = present & ~destroyed[key_index] if len(subjects) else present
+        wanted = rows.present & ~destroyed[rows.key_index] if rows.subjects else rows.present
         plain, unopened = native_crypto.open_array(
-            np.frombuffer(material, np.uint8).reshape(-1, KEY_BYTES),
-            key_index,
-            encoded.dictionary,
-            _AAD_PREFIX,
-            texts,
-            wanted,
+            rows.key_matrix(keys), rows.key_index, rows.dictionary, _AAD_PREFIX, texts, wanted
         )
         if unopened.any() or not _valid_utf8(plain):
             # Rare: tampered or oddly spelled values. The Python path decides each of them.
             values = plain.to_pylist()
-            rows = np.flatnonzero(unopened) if unopened.any() else np.flatnonzero(wanted)
-            for row in rows.tolist():
-                token = subjects[key_index[row]]
+            redo = np.flatnonzero(unopened) if unopened.any() else np.flatnonzero(wanted)
+            for row in redo.tolist():
+                token = rows.subjects[rows.key_index[row]]
                 aead = self._data_keys([token], create=False)[token]
                 values[row] = _open_sealed(aead, token, texts[row].as_py())
             return pa.array(values, pa.string())

@@ -42,6 +42,8 @@ import pyarrow as pa
 log = logging.getLogger(__name__)
 
 SWITCH_ENV = "PRIVACY_LAKEHOUSE_NATIVE_CRYPTO"
+# Sizes of the keyring's formats (its docstring describes them); the keyring and the compiled
+# loops take them from here, the one module both can import.
 CIPHERTEXT_FORMAT = 1
 NONCE_BYTES = 12
 TAG_BYTES = 16
@@ -50,8 +52,7 @@ KEY_BYTES = 32
 # SHA256_CTX is 112 bytes in OpenSSL 1.1 and 3.x; room to spare, never read past by libcrypto.
 _SHA_STATE_BYTES = 256
 _SHA_BLOCK = 64
-_SEALED = 1 + NONCE_BYTES + TAG_BYTES  # format byte, nonce and tag around the encrypted value
-_GCM_GET_TAG = 0x10  # EVP_CTRL_AEAD_GET_TAG
+SEALED_OVERHEAD = 1 + NONCE_BYTES + TAG_BYTES  # format byte, nonce and tag around the value
 _LIBRARY_NAMES = ("libcrypto.so.3", "libcrypto.so.1.1", "libcrypto.so")
 
 _lock = threading.Lock()
@@ -322,7 +323,7 @@ def open_array(
     ends = np.maximum(offsets[1:] - 1, 0)
     padding = np.where(lengths >= 1, data[ends] == 61, False).astype(np.int64)
     padding += np.where(lengths >= 2, data[np.maximum(ends - 1, 0)] == 61, False)
-    plain = np.where(wanted, np.maximum(lengths // 4 * 3 - padding - _SEALED, 0), 0)
+    plain = np.where(wanted, np.maximum(lengths // 4 * 3 - padding - SEALED_OVERHEAD, 0), 0)
     out_offsets = np.zeros(len(ciphertexts) + 1, np.int64)
     np.cumsum(plain, out=out_offsets[1:])
     out = np.zeros(max(1, int(out_offsets[-1])), np.uint8)
