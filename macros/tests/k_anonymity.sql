@@ -1,8 +1,8 @@
 {#-
     k-anonymity over quasi-identifiers, counting people (distinct subjects), not rows.
     Fails with one row per quasi-identifier combination shared by fewer than k subjects. The
-    row holds an md5 of the combination and the subject count, never the values themselves, so
-    stored failures (--store-failures) hold no personal data.
+    row holds a keyed token of the combination (privacy_group_hash) and the subject count, never
+    the values themselves, so stored failures (--store-failures) hold no personal data.
     quasi_identifiers: list of column names; omitted, the model's columns whose meta declares
     privacy_role quasi_identifier (read from the graph).
 -#}

@@ -1,6 +1,6 @@
 {#-
     Distinct l-diversity: every quasi-identifier combination must hold at least l distinct
-    values of the sensitive attribute. Fails with one row per group below l: the md5 of the
+    values of the sensitive attribute. Fails with one row per group below l: a keyed token of the
     combination and the number of distinct sensitive values, never the values themselves.
 -#}
 {% test l_diversity(model, quasi_identifiers=none, sensitive_column=none, l=none) %}

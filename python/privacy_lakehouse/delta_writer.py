@@ -546,7 +546,8 @@ def _apply_schema_policy(
     if policy == "fail":
         raise SchemaChangeError(
             f"model {spec.model}: the model's columns differ from the Delta table ({summary}) "
-            "and on_schema_change='fail'. Run with --full-refresh or change on_schema_change."
+            "and on_schema_change='fail'. Change on_schema_change, or run with --full-refresh "
+            "(bronze ignores it: full_refresh is false there)."
         )
     if changed and policy != "sync_all_columns":
         raise SchemaChangeError(

@@ -1162,6 +1162,12 @@ def _run_erasure(
     )
     traces = _merged_traces(subjects)
     residue = TraceMatcher([n for t in traces for n in t.needles()])
+    # Request ids go into the tombstone table (kept for ever) and the evidence: refuse one that
+    # holds a subject's identifier before anything irreversible happens, not after.
+    if any(residue.scan_bytes(r.request_id.encode()) for r in requests):
+        raise ErasureError(
+            "a request id holds an identifier of a subject of this run; use a ticket number"
+        )
 
     now = _utc_now()
     tombstones = _append_tombstones(lake_dir, subjects, now)

@@ -361,6 +361,30 @@ def test_a_replay_does_not_bring_back_a_quarantined_record_without_customer_numb
 # Requests and the command line
 
 
+def test_a_request_id_naming_the_subject_is_refused_before_anything_changes(erased, replayed):
+    # The request id is kept for ever in the tombstone table and the evidence, so an id that
+    # holds the subject's own customer number must stop the erasure before its first delete.
+    control = erased.control
+    lake = erased.settings.lake_dir
+    with erased.copy.env():
+        tables = subject_tables(lake)
+        every_table = erasure.discover_tables(lake)  # the tombstone table too
+        versions = {t.name: DeltaTable(str(t.path)).version() for t in every_table}
+        rows = {t.name: subject_rows(t.path, erased.tokens[control.customer_id]) for t in tables}
+        assert sum(rows.values()) > 0
+        for request in (
+            {"customer_id": control.customer_id, "request_id": control.customer_id},
+            {"email": control.email, "request_id": f"ticket-{control.customer_id}"},
+        ):
+            with pytest.raises(erasure.ErasureError, match="request id") as refused:
+                erasure.erase_subjects([request])
+            assert control.customer_id not in str(refused.value)
+        assert {t.name: DeltaTable(str(t.path)).version() for t in every_table} == versions
+        assert {
+            t.name: subject_rows(t.path, erased.tokens[control.customer_id]) for t in tables
+        } == rows
+
+
 def test_requests_never_show_their_identifier_and_refuse_personal_request_ids(tmp_path):
     request = erasure.ErasureRequest(email="someone@mail.example", request_id="T-1")
     assert "someone" not in repr(request)

@@ -5,6 +5,7 @@ delivery), and the customer snapshot records history (SCD2)."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -188,3 +189,29 @@ def test_a_later_redelivery_of_a_transaction_keeps_its_first_delivery(grown):
         f"select count(distinct transaction_id) from delta_scan('{bronze}')"
     ).fetchone()[0]
     assert copy.count(silver) == ids_in_bronze
+
+    # One build from scratch over the same landing ingests every file at once, so both
+    # deliveries share an ingestion time: the earlier file wins the tie, as it did above.
+    scratch = copy.root.parent / "from_scratch"
+    shutil.copytree(copy.root, scratch, ignore=shutil.ignore_patterns("lake", "target", "logs"))
+    run_dbt(scratch, "run", "--select", "+stg_cards__transactions")
+    scratch_silver = scratch / "lake" / "silver" / "stg_cards__transactions"
+    rebuilt = con.execute(query.replace(str(silver), str(scratch_silver)), [ids]).fetchall()
+    assert [(i, amount) for i, amount, _ in rebuilt] == [(i, amount) for i, amount, _ in before]
+
+
+def test_a_full_refresh_leaves_bronze_as_it_is(grown, tmp_path):
+    """Landing files may be purged once ingested: a --full-refresh that rebuilt bronze from what
+    landing still holds would drop their rows."""
+    copy, *_ = grown
+    folder = copy.landing / "cards" / "transactions"
+    purged = sorted(folder.glob("*.parquet"))[:-1]
+    counts = {t.name: copy.count(t) for t in copy.tables("bronze")}
+    for path in purged:
+        shutil.move(path, tmp_path / path.name)
+    try:
+        run_dbt(copy.root, "run", "--full-refresh", "--select", "tag:bronze")
+    finally:
+        for path in purged:
+            shutil.move(tmp_path / path.name, path)
+    assert {t.name: copy.count(t) for t in copy.tables("bronze")} == counts

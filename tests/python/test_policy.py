@@ -526,18 +526,34 @@ def test_cli_check_and_plan(tmp_path, capsys):
 # --- tiny dbt projects --------------------------------------------------------------------------
 
 PLUGIN_SOURCE = """
+from pathlib import Path
+
 from dbt.adapters.duckdb.plugins import BasePlugin
 
-from privacy_lakehouse import policy
+from privacy_lakehouse import duckdb_functions, policy
+from privacy_lakehouse.keyring import Keyring, LocalKeyFileProvider
 
 
 class Plugin(BasePlugin):
     def initialize(self, plugin_config):
         self.policy_path = plugin_config.get("policy_path")
+        keys = Path(plugin_config["keys_dir"])
+        self.keyring = Keyring(
+            keys / "keyring.sqlite", LocalKeyFileProvider(keys / "master.key", "dev")
+        )
 
     def configure_connection(self, conn):
         policy.register(conn, self.policy_path)
+        duckdb_functions.register(conn, self.keyring)
 """
+
+
+def project_keyring(root: Path):
+    """The keyring the test project's plugin uses (its salts key the stored group labels)."""
+    from privacy_lakehouse.keyring import Keyring, LocalKeyFileProvider
+
+    keys = root / "keys"
+    return Keyring(keys / "keyring.sqlite", LocalKeyFileProvider(keys / "master.key", "dev"))
 
 
 def write_project(root: Path, plugin_module: str) -> None:
@@ -572,7 +588,10 @@ def write_project(root: Path, plugin_module: str) -> None:
                     "plugins": [
                         {
                             "module": plugin_module,
-                            "config": {"policy_path": str(root / "privacy_policy.yml")},
+                            "config": {
+                                "policy_path": str(root / "privacy_policy.yml"),
+                                "keys_dir": str(root / "keys"),
+                            },
                         }
                     ],
                 },
@@ -948,13 +967,24 @@ def privacy_tests_build(project_factory):
             table: conn.sql(f'select * from main."{table}"').fetchall()
             for table in ("released", "notes", "raw_values", "stg_customers")
         }
-    return {"statuses": statuses, "stored": stored, "models": models}
+    with project_keyring(root) as keyring:
 
+        def group_hash(*values):
+            """The documented group label: the 'test_group' token of the 'v:'-prefixed values
+            ('null' for NULL) joined by |."""
+            text = "|".join("null" if v is None else f"v:{v}" for v in values)
+            return keyring.token(text, "test_group")
 
-def group_hash(*values):
-    """The documented group hash: md5 over 'v:'-prefixed values ('null' for NULL) joined by |."""
-    text = "|".join("null" if v is None else f"v:{v}" for v in values)
-    return hashlib.md5(text.encode()).hexdigest()  # noqa: S324  (a group label, not security)
+        labels = {
+            values: group_hash(*values)
+            for values in (
+                ("band_50_59", "south-west"),
+                ("band_60_69", "far-north"),
+                (None, "far-north"),
+                ("band_70_79", "coastline"),
+            )
+        }
+    return {"statuses": statuses, "stored": stored, "models": models, "labels": labels}
 
 
 def test_models_built(privacy_tests_build):
@@ -964,10 +994,11 @@ def test_models_built(privacy_tests_build):
 
 
 def test_k_anonymity_counts_people_not_rows(privacy_tests_build):
+    label = privacy_tests_build["labels"]
     expected = {
-        (group_hash("band_50_59", "south-west"), 2),
-        (group_hash("band_60_69", "far-north"), 1),
-        (group_hash(None, "far-north"), 1),
+        (label["band_50_59", "south-west"], 2),
+        (label["band_60_69", "far-north"], 1),
+        (label[None, "far-north"], 1),
     }
     for alias in ("k_anonymity_explicit", "k_anonymity_from_meta"):
         assert privacy_tests_build["statuses"][alias] == ("fail", 3)
@@ -977,12 +1008,22 @@ def test_k_anonymity_counts_people_not_rows(privacy_tests_build):
 def test_l_diversity(privacy_tests_build):
     # Groups with fewer than 2 distinct diagnoses: south-west (influenza only), NULL/far-north
     # and the coastline group (gout only, however many rows and subjects it has).
+    label = privacy_tests_build["labels"]
     assert privacy_tests_build["statuses"]["l_diversity_released"] == ("fail", 3)
     assert set(privacy_tests_build["stored"]["l_diversity_released"]) == {
-        (group_hash("band_50_59", "south-west"), 1),
-        (group_hash(None, "far-north"), 1),
-        (group_hash("band_70_79", "coastline"), 1),
+        (label["band_50_59", "south-west"], 1),
+        (label[None, "far-north"], 1),
+        (label["band_70_79", "coastline"], 1),
     }
+
+
+def test_stored_group_labels_are_keyed(privacy_tests_build):
+    # A plain md5 of the values would be reversed by hashing every combination of the small
+    # quasi-identifier vocabularies; the stored label is a keyed token instead.
+    stored = {row[0] for row in privacy_tests_build["stored"]["l_diversity_released"]}
+    plain = hashlib.md5(b"v:band_70_79|v:coastline").hexdigest()  # noqa: S324
+    assert plain not in stored
+    assert all(label.startswith("v1:") for label in stored)
 
 
 def test_no_pii_patterns_with_checksums(privacy_tests_build):

@@ -26,7 +26,9 @@ source as (
 first_deliveries as (
     select
         transaction_id,
-        min((ingested_at, ingest_key)) as first_delivery
+        -- source_file breaks ties between files ingested in one build (a full build ingests
+        -- every file at once), so a full build keeps what builds after each batch keep
+        min((ingested_at, source_file, ingest_key)) as first_delivery
     from source
     group by transaction_id
 ),
@@ -37,7 +39,7 @@ deduplicated as (
     inner join first_deliveries
         on
             source.transaction_id = first_deliveries.transaction_id
-            and (source.ingested_at, source.ingest_key) = first_deliveries.first_delivery
+            and (source.ingested_at, source.source_file, source.ingest_key) = first_deliveries.first_delivery
 )
 
 -- distinct: a line delivered twice verbatim in one file shares its ingest key, and its copies

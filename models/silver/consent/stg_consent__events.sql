@@ -14,4 +14,4 @@ select
     strptime(event_ts, '%Y-%m-%d %H:%M:%S') as event_ts,
     lower(channel) as channel
 from source
-qualify row_number() over (partition by event_id order by ingested_at, ingest_key) = 1
+qualify row_number() over (partition by event_id order by ingested_at, source_file, ingest_key) = 1

@@ -12,7 +12,7 @@ latest as (
     from source
     qualify row_number() over (
         partition by subject_token
-        order by strptime(updated_at, '%Y-%m-%d %H:%M:%S') desc, ingested_at desc, ingest_key
+        order by strptime(updated_at, '%Y-%m-%d %H:%M:%S') desc, ingested_at desc, source_file desc, ingest_key
     ) = 1
 ),
 

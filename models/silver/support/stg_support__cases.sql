@@ -15,4 +15,4 @@ select
     lower(case_status) as case_status,
     note_redacted
 from source
-qualify row_number() over (partition by case_id order by ingested_at desc, ingest_key) = 1
+qualify row_number() over (partition by case_id order by ingested_at desc, source_file desc, ingest_key) = 1
