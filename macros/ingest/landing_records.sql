@@ -102,7 +102,8 @@
     STRUCT. The quarantine hashes its rejected rows itself, after filtering, with this macro. -#}
 {% macro landing_record_hash(source_name, table_name, row, format='table') -%}
     {%- if format == 'jsonl' -%}
-        md5({{ row }})
+        {#- coalesce: an empty line reads as NULL; it is still a landing row with a key -#}
+        md5(coalesce({{ row }}, ''))
     {%- else -%}
         md5(concat_ws(chr(31)
         {%- for column in landing_declared_columns(source_name, table_name) | sort %},

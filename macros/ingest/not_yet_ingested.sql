@@ -53,7 +53,7 @@
     {%- if changed %}
         and ingest_key not in (
             select ingest_key from {{ this }}
-            where source_file in ({{ _landing_file_list(changed) }})
+            where source_file in ({{ _landing_file_list(changed) }}) and ingest_key is not null
         )
     {%- endif %}
     )

@@ -18,6 +18,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -26,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 from dbt.adapters.duckdb.plugins import BasePlugin
 from dbt_common.exceptions import DbtRuntimeError
@@ -207,8 +209,37 @@ def _current_command() -> str:
         return ""
 
 
+def _install_error_scrubbing() -> None:
+    """Scrub DuckDB errors before dbt-duckdb logs them (debug log) and re-raises them.
+
+    dbt-duckdb's exception_handler writes str(error) to logs/dbt.log and raises it as the
+    model's error, which dbt prints and stores in target/run_results.json. The landing reads
+    fail inside it (a CSV sniffed when the stage view is created), so the scrub goes there.
+    """
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    original = DuckDBConnectionManager.exception_handler
+    if getattr(original, "_pl_scrubbing", False):
+        return
+
+    @contextlib.contextmanager
+    def exception_handler(self, sql: str, connection_name="master"):
+        with original(self, sql, connection_name):
+            try:
+                yield
+            except duckdb.Error as error:
+                scrubbed = scrub_error_message(str(error))
+                if scrubbed == str(error):
+                    raise
+                raise type(error)(scrubbed) from None
+
+    exception_handler._pl_scrubbing = True  # type: ignore[attr-defined]
+    DuckDBConnectionManager.exception_handler = exception_handler  # type: ignore[method-assign]
+
+
 class Plugin(BasePlugin):
     def initialize(self, plugin_config: dict[str, Any]):
+        _install_error_scrubbing()
         lake = plugin_config.get("lake_dir") or os.environ.get("PRIVACY_LAKEHOUSE_LAKE") or "lake"
         self.lake_dir = Path(lake).resolve()
         self.extension_dir = self.lake_dir / "_duckdb_extensions"
@@ -279,9 +310,39 @@ class Plugin(BasePlugin):
         if cursor is None:
             raise DbtRuntimeError("delta_writer: no cursor configured for this thread")
         spec = WriteSpec.from_config(dict(target_config.config))
-        result = write_model(cursor, spec)
+        try:
+            result = write_model(cursor, spec)
+        except duckdb.Error as error:
+            # DuckDB quotes landing rows in its errors (a CSV error's "Original Line", a failed
+            # cast's string): dbt would print them and keep them in logs/ and run_results.json.
+            raise DbtRuntimeError(
+                f"model {spec.model}: {scrub_error_message(str(error))}"
+            ) from None
         with self._results_lock:
             self._results[spec.location] = result
+
+
+_QUOTED_ROW = re.compile(r"^(\s*)Original Line:.*$", re.MULTILINE)
+# A value DuckDB quotes after these words: a failed cast's string, a date's field format.
+_QUOTED_VALUE = re.compile(r"""\b(string|value|format:) ('(?:[^']|'')*'|"(?:[^"]|"")*")""")
+
+
+def scrub_error_message(message: str) -> str:
+    """A DuckDB error without the data values it quotes: a CSV error's "Original Line", a failed
+    cast's or parse's string, and the line where a parse error repeats that string. Names, line
+    numbers, options and the model's SQL stay."""
+    withheld: set[str] = set()
+
+    def withhold(match: re.Match[str]) -> str:
+        withheld.add(match.group(2)[1:-1])
+        return f"{match.group(1)} <withheld>"
+
+    message = _QUOTED_ROW.sub(r"\1Original Line: <withheld: landing data>", message)
+    message = _QUOTED_VALUE.sub(withhold, message)
+    return "\n".join(
+        "<withheld>" if line.strip() and line.strip() in withheld else line
+        for line in message.split("\n")
+    )
 
 
 # Tables the Python hooks write and models read; they must exist before the first build.

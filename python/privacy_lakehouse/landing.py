@@ -104,7 +104,7 @@ class LandingSource:
     def record_hash(self) -> str:
         """The row's record_hash, as macros/ingest/landing_records.sql computes it."""
         if self.lines:
-            return "md5(line)"
+            return "md5(coalesce(line, ''))"
         fields = ", ".join(
             f"{_sql_string(column + '=')} || landing_row.{_quote(column)}"
             for column in sorted(self.columns)
@@ -115,7 +115,7 @@ class LandingSource:
 _CSV = "read_csv({glob}, header=true, all_varchar=true, union_by_name=true, filename=true)"
 _JSON_LINES = (
     "read_csv({glob}, delim='\\x01', quote='', escape='', header=false, names=['line'], "
-    "all_varchar=true, filename=true)"
+    "all_varchar=true, union_by_name=true, filename=true)"
 )
 
 # Mirrors models/landing/*/_*__sources.yml (external_location, checked by a test against the

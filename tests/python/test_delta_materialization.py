@@ -438,3 +438,37 @@ def test_rows_staged_before_the_sort_fit_where_one_query_runs_out_of_memory(tmp_
     ]
     assert len(files) > 4 and sum(subjects_per_file) < 50_000 * 1.1
     assert conn.execute("select count(*) from duckdb_tables() where temporary").fetchone() == (0,)
+
+
+def test_duckdb_errors_reach_dbt_without_the_landing_values_they_quote(tmp_path):
+    """DuckDB quotes data in its errors (a CSV error's line, a failed cast's string); dbt would
+    print them and keep them in logs/ and target/run_results.json."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+    from dbt_common.exceptions import DbtRuntimeError
+    from privacy_lakehouse.delta_writer import _install_error_scrubbing
+
+    landed = tmp_path / "customers.csv"
+    landed.write_bytes(b"id,name\n1,alice.secret@example.com\n2,Bj\xf6rn Secretname\n")
+    failing = {
+        f"select * from read_csv('{landed}', header=true, all_varchar=true)": "alice.secret",
+        "select cast(name as integer) from people": "Secretname",
+        "select strptime(name, '%Y') from people": "Secretname",
+        "select cast(name as date) from people": "Secretname",
+    }
+
+    class Manager:  # what dbt-duckdb's handler needs of its connection manager
+        def rollback_if_open(self) -> None:
+            pass
+
+    _install_error_scrubbing()
+    con = duckdb.connect()
+    con.execute("create table people as select 'Secret' || 'name' as name")
+    for sql, value in failing.items():
+        with pytest.raises(duckdb.Error) as raw:
+            con.execute(sql).fetchall()
+        assert value in str(raw.value)  # DuckDB does quote it
+        with pytest.raises(DbtRuntimeError) as raised:
+            with DuckDBConnectionManager.exception_handler(Manager(), sql):
+                con.execute(sql).fetchall()
+        assert value not in str(raised.value)
+        assert "<withheld" in str(raised.value)

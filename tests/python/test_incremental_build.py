@@ -4,6 +4,7 @@ delivery), and the customer snapshot records history (SCD2)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -215,3 +216,28 @@ def test_a_full_refresh_leaves_bronze_as_it_is(grown, tmp_path):
         for path in purged:
             shutil.move(tmp_path / path.name, path)
     assert {t.name: copy.count(t) for t in copy.tables("bronze")} == counts
+
+
+def test_a_json_lines_file_with_windows_line_ends_and_a_blank_line_loses_nothing(grown):
+    """A CRLF file beside LF ones is read by its own layout, and a blank line is a landing row
+    like any other: quarantined with a key, so later deliveries of the file still compare."""
+    copy, *_ = grown
+    folder = copy.landing / "consent" / "events"
+    template = json.loads(sorted(folder.glob("*.jsonl"))[0].read_text().splitlines()[0])
+    lines = [json.dumps({**template, "event_id": f"E99000000{n}"}) for n in (1, 2)]
+    landed = folder / "consent_events_b990.jsonl"
+    landed.write_bytes(f"{lines[0]}\r\n\r\n{lines[1]}\r\n".encode())
+    bronze = copy.lake / "bronze" / "raw_consent__events"
+    quarantine = copy.lake / "bronze" / "raw_quarantine__records"
+    before = copy.count(bronze), copy.count(quarantine)
+    run_dbt(copy.root, "build", "--select", "raw_consent__events raw_quarantine__records")
+    assert (copy.count(bronze), copy.count(quarantine)) == (before[0] + 2, before[1] + 1)
+    con = copy.duckdb()
+    try:
+        keys = con.execute(
+            f"select ingest_key from delta_scan('{quarantine}') where source_file = ?",
+            [landed.name],
+        ).fetchall()
+    finally:
+        con.close()
+    assert len(keys) == 1 and keys[0][0] is not None
