@@ -678,6 +678,9 @@ def run(args: argparse.Namespace) -> int:
     log = AuditLog(args.log)
     try:
         if args.audit_command == "verify":
+            if not log.path.is_file():
+                print(f"audit: no audit log at {log.path}", file=sys.stderr)
+                return 1
             if args.anchor is not None:
                 anchor, anchor_note = HeadAnchor.from_file(args.anchor), f"anchor {args.anchor}"
             elif not args.no_head and log.head_path.exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # (command name, module, one-line help). Modules are imported lazily so `--help` stays fast.
@@ -60,7 +61,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_progress(quiet=args.quiet)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"privacy-lakehouse {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - a user gets one line, never a traceback
+        if os.environ.get("PRIVACY_LAKEHOUSE_DEBUG"):
+            raise
+        # The project's own errors and OS errors carry messages written to hold no personal
+        # data; a library's message might quote a value, so only its type is shown.
+        own = type(error).__module__.startswith("privacy_lakehouse") or isinstance(error, OSError)
+        detail = f": {error}" if own else " (PRIVACY_LAKEHOUSE_DEBUG=1 shows the traceback)"
+        print(f"privacy-lakehouse {args.command}: {type(error).__name__}{detail}", file=sys.stderr)
+        return 1
 
 
 class _ProgressHandler(logging.Handler):

@@ -29,6 +29,31 @@ def delta_extension_file() -> Path:
 
 MEMORY_LIMIT_ENV = "PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT"
 
+# What a build may decrypt for beyond the keyring's defaults: bronze support cases read their
+# customers' names from bronze customers to redact them from the notes.
+BUILD_DECRYPT_PURPOSES = frozenset({"redaction"})
+
+
+class SettingError(ValueError):
+    """An environment variable with a value DuckDB would reject."""
+
+
+def _check_memory_limit(value: str) -> None:
+    """DuckDB itself judges the size (it accepts more spellings than a pattern would), once per
+    value, so that a typo fails with the variable's name instead of a parser error mid-run."""
+    if value in _CHECKED_LIMITS:
+        return
+    try:
+        duckdb.connect(config={"memory_limit": value}).close()
+    except duckdb.Error:
+        raise SettingError(
+            f"{MEMORY_LIMIT_ENV}={value!r} is not a size DuckDB accepts, such as 1GB or 900MB"
+        ) from None
+    _CHECKED_LIMITS.add(value)
+
+
+_CHECKED_LIMITS: set[str] = set()
+
 
 def connection_config(extension_dir: Path) -> dict[str, Any]:
     config: dict[str, Any] = {
@@ -42,6 +67,7 @@ def connection_config(extension_dir: Path) -> dict[str, Any]:
     # to disk sooner: slower, and window operators can still run out (see bench/README.md).
     memory_limit = os.environ.get(MEMORY_LIMIT_ENV, "").strip()
     if memory_limit:
+        _check_memory_limit(memory_limit)
         config["memory_limit"] = memory_limit
     return config
 
@@ -80,10 +106,13 @@ def register_project_functions(conn: duckdb.DuckDBPyConnection, *, audit_log: An
     """
     from privacy_lakehouse import build_evidence, duckdb_functions, policy
     from privacy_lakehouse.audit_log import AuditLog
-    from privacy_lakehouse.keyring import Keyring
+    from privacy_lakehouse.keyring import DEFAULT_DECRYPT_PURPOSES, Keyring
 
     audit_log = audit_log or AuditLog()
     build_evidence.ensure_audit_log(audit_log)
     on_decrypt = build_evidence.decrypt_recorder(audit_log, build_evidence.policy_version())
-    duckdb_functions.register(conn, Keyring.open_default(on_decrypt=on_decrypt))
+    keyring = Keyring.open_default(
+        on_decrypt=on_decrypt, allowed_purposes=DEFAULT_DECRYPT_PURPOSES | BUILD_DECRYPT_PURPOSES
+    )
+    duckdb_functions.register(conn, keyring)
     policy.register(conn)

@@ -93,7 +93,7 @@ from privacy_lakehouse.erasure_verifier import (
     VerificationReport,
     verify_erasure,
 )
-from privacy_lakehouse.keyring import Keyring
+from privacy_lakehouse.keyring import KEY_STORE_FILE, Keyring, KeyringError
 from privacy_lakehouse.settings import Settings, load_settings
 from privacy_lakehouse.sql_quote import quote_ident as _quote
 
@@ -1376,7 +1376,12 @@ def read_batch(path: Path) -> list[ErasureRequest]:
     """Requests from a CSV file with a header (email, customer_id, request_id) or JSON lines
     ({"email": ...} or {"customer_id": ...}, optional "request_id"). Errors name line numbers,
     never content."""
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ErasureError(
+            f"cannot read the batch file {path.name}: {type(error).__name__}"
+        ) from None
     requests = []
     if path.suffix.lower() == ".csv":
         for number, row in enumerate(csv.DictReader(text.splitlines()), start=2):
@@ -1399,7 +1404,11 @@ def read_batch(path: Path) -> list[ErasureRequest]:
 def _request_from(fields: Mapping[str, Any], path: Path, number: int) -> ErasureRequest:
     unknown = set(fields) - {"email", "customer_id", "request_id"}
     if unknown:
-        raise ErasureError(f"{path.name} line {number}: unknown fields {sorted(unknown)}")
+        # The names are not echoed: a CSV without a header makes its first request the header.
+        raise ErasureError(
+            f"{path.name} line {number}: {len(unknown)} unknown field(s); the fields are email, "
+            "customer_id and request_id (a CSV needs that header line)"
+        )
     try:
         return ErasureRequest(
             email=fields.get("email") or None,
@@ -1429,8 +1438,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the evidence as JSON")
 
 
+def _require_lake_and_keys(settings: Settings) -> None:
+    """Refuse to erase against a lake or key store that is not there: a wrong folder would
+    otherwise get a fresh key store, resolve nobody, and report the subject as not found."""
+    if not (settings.lake_dir / "bronze").is_dir():
+        raise ErasureError(
+            f"no lake at {settings.lake_dir} (no bronze tables); check PRIVACY_LAKEHOUSE_LAKE "
+            "and the current directory"
+        )
+    if not (settings.keys_dir / KEY_STORE_FILE).is_file():
+        raise ErasureError(
+            f"no key store at {settings.keys_dir / KEY_STORE_FILE}; check PRIVACY_LAKEHOUSE_KEYS"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     try:
+        _require_lake_and_keys(load_settings())
         if args.batch is not None:
             if args.request_id:
                 raise ErasureError("--request-id applies to a single request; put ids in the batch")
@@ -1446,7 +1470,7 @@ def run(args: argparse.Namespace) -> int:
     except ErasureVerificationFailed as failed:
         evidence, code = failed.evidence, 1
         print(str(failed), file=sys.stderr)
-    except ErasureError as error:
+    except (ErasureError, KeyringError) as error:
         print(f"erasure failed: {error}", file=sys.stderr)
         return 2
     print(json.dumps(evidence, indent=2, default=str) if args.json else _summary(evidence))

@@ -294,8 +294,13 @@ def master_key_provider_from_environment(settings: Settings | None = None) -> Ma
         module_name, _, attribute = spec.partition(":")
         if not module_name or not attribute:
             raise MasterKeyError(f"{KEY_PROVIDER_ENV} must look like 'package.module:factory'")
-        factory = getattr(importlib.import_module(module_name), attribute)
-        provider = factory(settings)
+        try:
+            factory = getattr(importlib.import_module(module_name), attribute)
+            provider = factory(settings)
+        except Exception as error:  # noqa: BLE001 - one clear line for a misnamed provider
+            raise MasterKeyError(
+                f"{KEY_PROVIDER_ENV}={spec} could not make a key provider ({type(error).__name__})"
+            ) from None
         if not isinstance(provider, MasterKeyProvider):
             raise MasterKeyError(f"{spec} did not return a MasterKeyProvider")
         return provider
@@ -684,12 +689,27 @@ class Keyring:
         settings: Settings | None = None,
         *,
         provider: MasterKeyProvider | None = None,
+        create: bool = False,
         **options: Any,
     ) -> Keyring:
-        """The project's keyring: store in `settings.keys_dir`, master key per the environment."""
+        """The project's keyring: store in `settings.keys_dir`, master key per the environment.
+
+        A missing store is created only on an empty lake, or with `create=True` (`keys init`)."""
         settings = settings or load_settings()
+        store = settings.keys_dir / KEY_STORE_FILE
+        if (
+            not create
+            and not store.exists()
+            and any((settings.lake_dir / "bronze").glob("*/_delta_log"))
+        ):
+            # A wrong PRIVACY_LAKEHOUSE_KEYS (or directory) would otherwise get a new master key
+            # and salts, and new rows would be tokenized under keys unrelated to the lake's.
+            raise KeyringError(
+                f"no key store at {store}, but the lake {settings.lake_dir} already holds data "
+                "tokenized under one: point PRIVACY_LAKEHOUSE_KEYS at its folder"
+            )
         provider = provider or master_key_provider_from_environment(settings)
-        return cls(settings.keys_dir / KEY_STORE_FILE, provider, **options)
+        return cls(store, provider, **options)
 
     def close(self) -> None:
         with self._lock:
@@ -1621,7 +1641,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Make a new version of a salt and re-tokenize the lake: every token of the salt is "
         "re-derived from bronze ciphertext and rewritten in each Delta table; the old version is "
         "retired for a grace period. Salts without bronze ciphertext (account, device, "
-        "tombstone) are refused. Tables stay sorted by subject token; DuckDB is bounded to 1GB "
+        "tombstone) are refused. Tables stay sorted by subject token; DuckDB is bounded to 900MB "
         "for the rewrite unless PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT is set. Progress goes to "
         "stderr (privacy-lakehouse -q keys ... for none).",
     )
@@ -1660,7 +1680,7 @@ def run(args: argparse.Namespace) -> int:
             else:
                 evidence = rotation.destroy_retired_salts_in_lake()
         else:
-            with Keyring.open() as keyring:
+            with Keyring.open(create=args.keys_command == "init") as keyring:
                 evidence = _run_command(keyring, args)
             if args.keys_command == "rotate-master":
                 from privacy_lakehouse import rotation

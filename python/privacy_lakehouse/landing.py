@@ -537,10 +537,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     purge.add_argument(
         "--keep-days",
-        type=float,
+        type=_days,
         default=None,
         help="override the policy's landing.keep_days for this run",
     )
+
+
+def _days(value: str) -> float:
+    import math
+
+    days = float(value)
+    if not math.isfinite(days) or days < 0:
+        raise argparse.ArgumentTypeError("days must be a finite number, 0 or more")
+    return days
 
 
 def run(args: argparse.Namespace) -> int:

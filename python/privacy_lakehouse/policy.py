@@ -847,8 +847,15 @@ def run(args: argparse.Namespace) -> int:
             f"policy: manifest not found: {manifest_path} (run `dbt parse` first)", file=sys.stderr
         )
         return 2
-    manifest = load_manifest(manifest_path)
+    try:
+        manifest = load_manifest(manifest_path)
+    except (OSError, ValueError) as exc:
+        print(f"policy: cannot read {manifest_path}: {exc}", file=sys.stderr)
+        return 2
     nodes = nodes_from_manifest(manifest)
+    if not nodes:
+        print(f"policy: {manifest_path} holds no models (run `dbt parse` first)", file=sys.stderr)
+        return 2
     violations = validate_nodes(nodes, policy)
 
     if args.policy_command == "check":

@@ -633,6 +633,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from privacy_lakehouse.erasure import ErasureError
+    from privacy_lakehouse.keyring import KeyringError
+
     settings = load_settings()
     manifest_path = args.manifest or settings.root / "target" / "manifest.json"
     try:
@@ -641,13 +644,17 @@ def run(args: argparse.Namespace) -> int:
                 f"{manifest_path} not found: run `dbt parse` (or a build) so the retention rules "
                 "in model configs can be read"
             )
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise RetentionError(f"cannot read {manifest_path}: {error}") from None
         targets = targets_from_manifest(manifest, _policy_purposes())
         as_of = parse_as_of(args.as_of) if args.as_of else as_of_from_environment()
         record = enforce_retention(
             targets, settings=settings, as_of=as_of, dry_run=args.dry_run, select=args.select
         )
-    except RetentionError as error:
+    # ErasureError: another run holds the lake lock; KeyringError: the key store is not there.
+    except (RetentionError, ErasureError, KeyringError) as error:
         print(f"retention failed: {error}", file=sys.stderr)
         return 2
     if args.json:

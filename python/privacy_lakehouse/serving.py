@@ -519,6 +519,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     manifest_path = args.manifest or settings.root / "target" / "manifest.json"
+    if not (settings.lake_dir / "gold").is_dir():
+        print(
+            f"serve: no gold tables under {settings.lake_dir} (check PRIVACY_LAKEHOUSE_LAKE; "
+            "run `dbt build` first)",
+            file=sys.stderr,
+        )
+        return 1
     try:
         policy = load_policy(args.policy)
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

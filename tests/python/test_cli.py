@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import shutil
+from pathlib import Path
 
 import pytest
 from privacy_lakehouse import cli
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -38,3 +42,83 @@ def test_help_names_the_quiet_option(capsys):
         cli.main(["--help"])
     assert done.value.code == 0
     assert "--quiet" in capsys.readouterr().out
+
+
+@pytest.fixture
+def empty_project(tmp_path, monkeypatch, package_logger):
+    """A project folder with no lake and no key store, as a mistyped path would give."""
+    for name, folder in (("HOME", "."), ("LAKE", "lake"), ("LANDING", "landing"), ("KEYS", "keys")):
+        monkeypatch.setenv(f"PRIVACY_LAKEHOUSE_{name}", str(tmp_path / folder))
+    monkeypatch.delenv("PRIVACY_LAKEHOUSE_DEBUG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_a_missing_lake_or_key_store_is_refused_in_one_line(empty_project, capsys):
+    assert cli.main(["-q", "erase", "--email", "someone@mail.example"]) == 2
+    err = capsys.readouterr().err
+    assert "no lake at" in err and "someone" not in err and "Traceback" not in err
+    assert not (empty_project / "lake").exists() and not (empty_project / "keys").exists()
+
+    assert cli.main(["-q", "serve", "publish"]) == 1
+    assert "no gold tables" in capsys.readouterr().err
+    assert cli.main(["-q", "audit", "verify"]) == 1
+    assert "no audit log" in capsys.readouterr().err
+
+
+def test_the_key_store_is_never_made_anew_beside_a_lake_that_has_data(empty_project, capsys):
+    from privacy_lakehouse.keyring import Keyring, KeyringError
+
+    (empty_project / "lake" / "bronze" / "raw_t" / "_delta_log").mkdir(parents=True)
+    with pytest.raises(KeyringError, match="PRIVACY_LAKEHOUSE_KEYS"):
+        Keyring.open()
+    assert cli.main(["-q", "keys", "status"]) != 0
+    assert "PRIVACY_LAKEHOUSE_KEYS" in capsys.readouterr().err
+    assert not (empty_project / "keys" / "keyring.sqlite").exists()
+    assert cli.main(["-q", "keys", "init"]) == 0  # on purpose, it is made
+    assert (empty_project / "keys" / "keyring.sqlite").exists()
+
+
+def test_errors_end_in_one_line_without_a_traceback(empty_project, monkeypatch, capsys):
+    from privacy_lakehouse import duckdb_setup, retention
+
+    monkeypatch.setenv("PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT", "lots")
+    with pytest.raises(duckdb_setup.SettingError, match="MEMORY_LIMIT='lots'"):
+        duckdb_setup.connection_config(empty_project)
+
+    # A library's message may quote a value: only its type is shown. The project's own errors
+    # are written to hold none, so their message is.
+    def fails_in_a_library(args):
+        raise ValueError("could not parse 'someone@mail.example'")
+
+    monkeypatch.setattr(retention, "run", fails_in_a_library)
+    assert cli.main(["-q", "retention"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["privacy-lakehouse retention: ValueError (PRIVACY_LAKEHOUSE_DEBUG=1 shows the "
+                   "traceback)"]  # fmt: skip
+
+    def fails_in_the_project(args):
+        raise duckdb_setup.SettingError("PRIVACY_LAKEHOUSE_X is wrong")
+
+    monkeypatch.setattr(retention, "run", fails_in_the_project)
+    assert cli.main(["-q", "retention"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "privacy-lakehouse retention: SettingError: PRIVACY_LAKEHOUSE_X is wrong"
+    )
+
+    (empty_project / "m.json").write_text("{}")
+    shutil.copy(REPO / "privacy_policy.yml", empty_project / "privacy_policy.yml")
+    assert cli.main(["-q", "policy", "check", "--manifest", "m.json"]) == 2
+    assert "holds no models" in capsys.readouterr().err
+
+
+def test_a_batch_file_without_its_header_is_refused_without_echoing_it(tmp_path):
+    from privacy_lakehouse import erasure
+
+    batch = tmp_path / "requests.csv"
+    batch.write_text("someone@mail.example,,REQ-1\nother@mail.example,,REQ-2\n")
+    with pytest.raises(erasure.ErasureError) as refused:
+        erasure.read_batch(batch)
+    assert "header" in str(refused.value) and "mail.example" not in str(refused.value)
+    with pytest.raises(erasure.ErasureError, match="cannot read"):
+        erasure.read_batch(tmp_path / "missing.csv")

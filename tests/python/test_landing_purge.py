@@ -273,3 +273,42 @@ def test_every_landing_source_of_the_project_is_known(demo):
         if not SOURCES[name].lines:  # the record hash is over the declared columns
             assert SOURCES[name].columns == tuple(node["columns"]), name
         assert (demo.lake / SOURCES[name].bronze_table / "_delta_log").is_dir(), name
+
+
+def test_a_case_names_its_customer_redacted_after_the_customer_file_is_purged(demo_copy, tmp_path):
+    """The names to redact come from bronze customers, not from landing: a case delivered after
+    its customer's landing file was purged keeps no name (the file is moved away here)."""
+    import csv
+
+    folder = demo_copy.landing / "core_banking" / "customers"
+    later = {row["customer_id"] for row in csv.DictReader((folder / "customers_b002.csv").open())}
+    first_file = folder / "customers_b001.csv"
+    customer = next(
+        row
+        for row in csv.DictReader(first_file.open())
+        if row["customer_id"] not in later and len(row["first_name"]) > 3
+    )
+    first_file.rename(tmp_path / first_file.name)
+    first, last = customer["first_name"], customer["last_name"]
+    note = f"Spoke with {first} {last}; {first} agreed."
+    case = {
+        "case_id": "S9900000001",
+        "customer_id": customer["customer_id"],
+        "opened_at": "2024-03-01 10:00:00",
+        "channel": "phone",
+        "category": "card_blocked",
+        "status": "open",
+        "note": note,
+    }
+    cases = demo_copy.landing / "support" / "cases" / "support_cases_b990.jsonl"
+    cases.write_text(json.dumps(case) + "\n")
+    run_dbt(demo_copy.root, "build", "--select", "raw_core_banking__customers raw_support__cases")
+    con = demo_copy.duckdb()
+    try:
+        redacted = con.execute(
+            "select note_redacted from delta_scan(?) where case_id = 'S9900000001'",
+            [str(demo_copy.lake / "bronze" / "raw_support__cases")],
+        ).fetchall()
+    finally:
+        con.close()
+    assert redacted == [("Spoke with [NAME] [NAME]; [NAME] agreed.",)]

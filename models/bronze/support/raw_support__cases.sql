@@ -1,6 +1,6 @@
 {{ config(incremental_strategy='append', cluster_by='subject_token') }}
 -- Support cases. The free-text note is kept only as ciphertext under the customer's key and as
--- a redacted copy (patterns and the customer's own name replaced by placeholders).
+-- a redacted copy (patterns and the customer's own names replaced by placeholders).
 with
 
 landing as (
@@ -12,24 +12,43 @@ landing as (
         and {{ not_yet_ingested('support', 'cases') }}
 ),
 
-names as (
-    select
-        customer_id,
-        max(first_name) as first_name,
-        max(last_name) as last_name
-    from {{ ref('base_core_banking__customers') }}
-    where reject_reason is null
-    group by customer_id
-),
-
 subjects as (
     select
         landing.*,
-        names.first_name,
-        names.last_name,
         {{ salted_hash('landing.customer_id', 'subject') }} as subject_token
     from landing
-    left join names on landing.customer_id = names.customer_id
+),
+
+-- The names to redact come from bronze customers (decrypted for the audited purpose
+-- 'redaction'), not from landing: landing customer files may have been purged since their
+-- rows were ingested, and a case must not keep a name because its customer's file is gone.
+-- Every spelling the customer ever had counts (a note may use an old surname).
+names as (
+    select
+        customers.subject_token,
+        list_distinct(list(nullif(
+            {{ decrypt_for_subject('customers.first_name_enc', 'redaction', 'customers.subject_token') }}, ''
+        ))) as first_names,
+        list_distinct(list(nullif(
+            {{ decrypt_for_subject('customers.last_name_enc', 'redaction', 'customers.subject_token') }}, ''
+        ))) as last_names
+    from {{ ref('raw_core_banking__customers') }} as customers
+    where customers.subject_token in (select subjects.subject_token from subjects)
+    group by customers.subject_token
+),
+
+-- Longest first, so that a name inside a longer one (Ann in Anna) leaves no remnant.
+names_to_redact as (
+    select
+        subject_token,
+        list_transform(
+            list_sort(list_transform(
+                list_concat(first_names, last_names),
+                name -> struct_pack(width := -length(name), name := name)
+            )),
+            entry -> entry.name
+        ) as longest_first
+    from names
 ),
 
 -- Every new subject's data key made in one key-store transaction before anything is encrypted
@@ -52,8 +71,9 @@ select
     case_status,
     {{ encrypt_for_subject('note', 'subject_token') }} as note_enc,
     {{ redact_free_text(
-        "replace(replace(note, coalesce(nullif(first_name, ''), chr(0)), '[NAME]'), "
-        ~ "coalesce(nullif(last_name, ''), chr(0)), '[NAME]')"
+        "list_reduce(list_prepend(note, names.longest_first), "
+        ~ "(text, name) -> replace(text, name, '[NAME]'))"
     ) }} as note_redacted
 from subjects
 inner join subject_keys on subject_keys.keys_ready
+left join names_to_redact as names using (subject_token)
