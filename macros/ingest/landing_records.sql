@@ -4,9 +4,10 @@
   landing_records(source_name, table_name, format='table'|'jsonl', fields=[...]) selects the source's columns
   declared in its YAML (a declared column missing from every file reads as NULL), plus:
   - source_file: the landing file's name;
-  - record_hash: MD5 of the row's content. For tables, the non-null declared fields as
-    name=value in name order, so a column added by schema drift neither breaks older files nor
-    changes their hash; for JSON lines, of the line as delivered;
+  - record_hash: a keyed token (HMAC under the never-rotated 'record' salt) of the MD5 of the
+    row's content. For tables, the non-null declared fields as name=value in name order, so a
+    column added by schema drift neither breaks older files nor changes their hash; for JSON
+    lines, the line as delivered;
   - ingest_key: MD5 of file name + record hash. Landing files are immutable, so re-reading a
     file yields the same keys; a line repeated verbatim in one file is kept twice and shares
     its key (landing rows = bronze rows + quarantined rows);
@@ -97,20 +98,25 @@
     {%- endif -%}
 {%- endmacro %}
 
-{#- A landing row's record hash: MD5 of the line (JSON lines), or of the non-null declared fields
-    of the row as name=value in name order (tables). `row` is the line, or the row's alias or
+{#- A landing row's record hash: the 'record' token of the MD5 of the line (JSON lines), or of the
+    non-null declared fields of the row as name=value in name order (tables). `row` is the line, or the row's alias or
     STRUCT. The quarantine hashes its rejected rows itself, after filtering, with this macro. -#}
 {% macro landing_record_hash(source_name, table_name, row, format='table') -%}
     {%- if format == 'jsonl' -%}
         {#- coalesce: an empty line reads as NULL; it is still a landing row with a key -#}
-        md5(coalesce({{ row }}, ''))
+        {%- set digest = "md5(coalesce(" ~ row ~ ", ''))" -%}
     {%- else -%}
-        md5(concat_ws(chr(31)
-        {%- for column in landing_declared_columns(source_name, table_name) | sort %},
-            '{{ column }}=' || {{ row }}.{{ adapter.quote(column) }}
-        {%- endfor %}
-        ))
+        {%- set fields = [] -%}
+        {%- for column in landing_declared_columns(source_name, table_name) | sort -%}
+            {%- do fields.append("'" ~ column ~ "=' || " ~ row ~ "." ~ adapter.quote(column)) -%}
+        {%- endfor -%}
+        {%- set digest = "md5(concat_ws(chr(31), " ~ fields | join(", ") ~ "))" -%}
     {%- endif -%}
+    {#- Keyed: bronze keeps most of a row's fields in clear beside this hash, so a plain md5
+        would give the row's identifiers back to anyone who hashes the few candidates (customer
+        numbers are short). The 'record' salt is never rotated: ingest keys and tombstones of
+        records rest on it. -#}
+    {{ salted_hash(digest, 'record') }}
 {%- endmacro %}
 
 {#- The identity of a landing row in bronze: file name + record hash. -#}

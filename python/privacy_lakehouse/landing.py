@@ -102,14 +102,15 @@ class LandingSource:
 
     @property
     def record_hash(self) -> str:
-        """The row's record_hash, as macros/ingest/landing_records.sql computes it."""
+        """The row's record_hash, as macros/ingest/landing_records.sql computes it (keyed: the
+        connection needs the keyring's functions)."""
         if self.lines:
-            return "md5(coalesce(line, ''))"
+            return f"pl_token(md5(coalesce(line, '')), {_sql_string(RECORD_SALT)})"
         fields = ", ".join(
             f"{_sql_string(column + '=')} || landing_row.{_quote(column)}"
             for column in sorted(self.columns)
         )
-        return f"md5(concat_ws(chr(31), {fields}))"
+        return f"pl_token(md5(concat_ws(chr(31), {fields})), {_sql_string(RECORD_SALT)})"
 
 
 _CSV = "read_csv({glob}, header=true, all_varchar=true, union_by_name=true, filename=true)"
@@ -201,6 +202,9 @@ LANDING_SOURCES: tuple[LandingSource, ...] = (
         lines=True,
     ),
 )
+# The salt that keys record hashes (macros/ingest/landing_records.sql). Never rotated: bronze's
+# ingest keys and the tombstones of records are derived from the hashes.
+RECORD_SALT = "record"
 # Erasure tombstones quarantined records that name no customer by their record hash
 # (privacy_lakehouse.erasure: pl_token('record:' || record_hash, 'tombstone')).
 RECORD_TOMBSTONE_PREFIX = "record:"

@@ -203,6 +203,11 @@ NOT_ROTATABLE: dict[str, str] = {
         "bronze keeps device ids only as device_token, with no ciphertext to recover them from, "
         "so the old tokens cannot be mapped to new ones"
     ),
+    "record": (
+        "record hashes identify landing rows: bronze's ingest keys (which keep re-delivered "
+        "files from being ingested twice) and the tombstones of erased records are derived from "
+        "them, and the landing rows they were computed from may be purged"
+    ),
     "tombstone": (
         "tombstone tokens must outlive every rotation: they are the only record that keeps an "
         "erased subject out of re-ingested landing files, and the erased subject's data (from "

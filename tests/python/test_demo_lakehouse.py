@@ -433,3 +433,30 @@ def test_fraud_signals_equal_windows_over_every_row(demo):
     # Not vacuous: the demo data has cards with several transactions in an hour, and outliers.
     assert max(row[1] for row in released) >= 2
     assert any(row[2] for row in released)
+
+
+def test_record_hashes_are_keyed_so_bronze_does_not_give_identifiers_back(demo):
+    """Bronze keeps a consent event's fields in clear except the customer number; an unkeyed
+    md5 of the line would let anyone try the few candidate numbers until it matched."""
+    import hashlib
+
+    landed = sorted((demo.landing / "consent" / "events").glob("*.jsonl"))[0]
+    lines = landed.read_text().splitlines()[:200]
+    digests = [hashlib.md5(line.encode()).hexdigest() for line in lines]  # noqa: S324
+    bronze = demo.lake / "bronze" / "raw_consent__events"
+    lake = demo.duckdb()
+    try:
+        stored = {
+            row[0]
+            for row in lake.execute(
+                f"select record_hash from delta_scan('{bronze}') where source_file = ?",
+                [landed.name],
+            ).fetchall()
+        }
+    finally:
+        lake.close()
+    assert not stored & set(digests)
+    with demo.env(), Keyring.open(load_settings()) as keyring:
+        keyed = {keyring.token(digest, "record") for digest in digests}
+    # Every line that reached bronze carries the keyed hash of its content.
+    assert len(stored & keyed) > 150
