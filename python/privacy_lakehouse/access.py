@@ -485,6 +485,33 @@ def _check_columns(
             )
 
 
+def _check_tables(
+    tables: set[str],
+    role: str,
+    purpose: str,
+    catalog: Mapping[str, Mapping[str, ColumnClass]],
+    policy: AccessPolicy,
+    denials: _Denials,
+) -> None:
+    """A query that reads no column of a table (count(*), exists) still learns its rows: it
+    may only touch a table with at least one column the role may read for the purpose."""
+    role_policy = policy.roles.get(role)
+    if role_policy is None or purpose not in role_policy.purposes:
+        return  # already denied, with the reason
+    ceiling = policy.rank(role_policy.max_sensitivity)
+    for table in sorted(tables):
+        if not any(
+            column.sensitivity in policy.sensitivities
+            and purpose in column.purposes
+            and policy.rank(column.sensitivity) <= ceiling
+            for column in catalog[table].values()
+        ):
+            denials.add(
+                "table_purpose",
+                f"table {table} has no column that role {role} may read for purpose {purpose}",
+            )
+
+
 def check_query(
     sql: str,
     role: str,
@@ -556,6 +583,7 @@ def check_query(
 
     read = _resolve_columns(qualified, table_keys, classes, denials)
     _check_columns(read, role, purpose, classes, policy, denials)
+    _check_tables(set(table_keys.values()), role, purpose, classes, policy, denials)
     tables = tuple(sorted(set(table_keys.values())))
     columns = tuple(f"{table}.{column}" for table, column in sorted(read))
     allowed = not denials.reasons

@@ -97,12 +97,27 @@ def decide(sql: str, role: str = "bi_analyst", purpose: str = "analytics", catal
         ("privacy_officer", "fraud_prevention", "select card_ciphertext from fct_transactions",
          True),
         ("privacy_officer", "analytics", "select email_masked from dim_customers", False),
+        # No column read, but the table's rows are: it needs one column the role may see.
+        ("partner_exporter", "partner_sharing", "select count(*) from fct_transactions", False),
+        ("partner_exporter", "partner_sharing", "select count(*) from agg_country_sales", True),
+        ("bi_analyst", "analytics", "select 1 from fct_transactions where false", True),
     ],
 )  # fmt: skip
 def test_each_role_reads_what_its_purpose_allows(role, purpose, sql, allowed):
     decision = decide(sql, role, purpose)
     assert decision.allowed is allowed, decision.reasons
     assert bool(decision.reasons) is not allowed
+
+
+def test_a_table_without_a_visible_column_is_denied_for_counting_its_rows():
+    decision = decide(
+        "select count(*) from fct_transactions", "partner_exporter", "partner_sharing"
+    )
+    assert decision.rules == ("table_purpose",)
+    assert decision.reasons == (
+        "table fct_transactions has no column that role partner_exporter may read for purpose "
+        "partner_sharing",
+    )
 
 
 def test_deny_reasons_name_the_rule_table_and_column():
