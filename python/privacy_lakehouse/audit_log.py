@@ -644,9 +644,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     sub = parser.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
     sub.required = True
+    verify_help = (
+        "Check the hash chain; exit 1 on any modified, removed, inserted or reordered entry."
+    )
     verify = sub.add_parser(
         "verify",
-        help="Check the hash chain; exit 1 on any modified, removed, inserted or reordered entry.",
+        help=verify_help,
+        description=verify_help + " The log is chosen before the subcommand: "
+        "privacy-lakehouse audit --log FILE verify.",
     )
     anchor_source = verify.add_mutually_exclusive_group()
     anchor_source.add_argument(
@@ -659,7 +664,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="ignore <log>.head (by default it is used as the anchor when present)",
     )
-    show = sub.add_parser("show", help="Print entries (they hold no personal data).")
+    show_help = "Print entries (they hold no personal data)."
+    show = sub.add_parser(
+        "show",
+        help=show_help,
+        description=show_help + " The log is chosen before the subcommand: "
+        "privacy-lakehouse audit --log FILE show.",
+    )
     show.add_argument("--last", type=int, metavar="N", help="only the last N matching entries")
     show.add_argument("--action", help="only entries with this action")
     show.add_argument("--json", action="store_true", help="print JSON lines")

@@ -776,6 +776,15 @@ def rotate_salt_in_lake(
                 versions_before = {
                     t.relative: _token_versions(conn, t, use.token_column) for t in using
                 }
+                if resume and all(
+                    set(found) <= {f"v{active}"} for found in versions_before.values()
+                ):
+                    # Checked before decrypting: resuming a finished rotation would decrypt
+                    # every value of the salt for nothing.
+                    raise RotationError(
+                        f"salt '{name}': nothing to resume, every table already holds "
+                        f"version {active} tokens only"
+                    )
                 log.info("salt '%s': decrypting the values behind the tokens", name)
                 plaintext_rows = _prepare_plaintext(conn, name, use, tables)
                 log.info(

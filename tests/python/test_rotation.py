@@ -570,6 +570,13 @@ def test_a_half_done_rotation_is_resumed_and_guards_destruction(demo, demo_copy,
     # Serving files (copies of gold) were republished with the new tokens, without a build.
     assert resumed["serving_files"]["republished"]
     assert serving_token_prefixes(demo_copy) == {"v2"}
+    # Resumed again, it finds nothing to do and says so before decrypting anything.
+    audit = demo_copy.lake / "_audit" / "audit.jsonl"
+    entries = len(audit.read_text().splitlines())
+    with demo_copy.env():
+        code = keyring_module.run(parser.parse_args(["rotate-salt", "subject", "--resume"]))
+    assert code != 0 and "nothing to resume" in capsys.readouterr().err
+    assert len(audit.read_text().splitlines()) == entries
     with demo_copy.env():
         code = keyring_module.run(parser.parse_args(["destroy-retired"]))
     destroyed = json.loads(capsys.readouterr().out)
