@@ -1640,8 +1640,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "rotate-salt",
         "Make a new version of a salt and re-tokenize the lake: every token of the salt is "
         "re-derived from bronze ciphertext and rewritten in each Delta table; the old version is "
-        "retired for a grace period. Salts without bronze ciphertext (account, device, "
-        "tombstone) are refused. Tables stay sorted by subject token; DuckDB is bounded to 900MB "
+        "retired for a grace period. Salts without bronze ciphertext (account, device) and those "
+        "that must outlive rotations (record, tombstone) are refused. Tables stay sorted by "
+        "subject token; DuckDB is bounded to 900MB "
         "for the rewrite unless PRIVACY_LAKEHOUSE_DUCKDB_MEMORY_LIMIT is set. Progress goes to "
         "stderr (privacy-lakehouse -q keys ... for none).",
     )

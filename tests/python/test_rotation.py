@@ -409,6 +409,7 @@ def test_evidence_and_audit_hold_versions_and_counts_never_values(rotated):
     "salt, reason",
     [
         ("tombstone", "tombstone tokens must outlive every rotation"),
+        ("record", "record hashes identify landing rows"),
         ("account", "no ciphertext"),
         ("device", "no ciphertext"),
         ("nonexistent", "no bronze ciphertext is known"),
