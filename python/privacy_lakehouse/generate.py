@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import logging
 import math
 import re
 import sys
@@ -1840,7 +1841,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else load_settings().landing_dir
 
+    # Progress goes through the package's logger, so `privacy-lakehouse -q generate` is quiet;
+    # errors are printed whatever the verbosity.
+    progress = logging.getLogger(__name__)
+
     def report(message: str) -> None:
+        progress.info("%s", message)
+
+    def fail(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
     began = time.perf_counter()
@@ -1860,7 +1868,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             if out_dir.exists() and any(out_dir.iterdir()):
                 if not args.force:
-                    report(
+                    fail(
                         f"error: {out_dir} is not empty; use --force to overwrite an earlier "
                         "run, or --append-batch N to add a batch"
                     )
@@ -1877,7 +1885,7 @@ def run(args: argparse.Namespace) -> int:
                 rows_per_file=args.rows_per_file,
             )
     except LandingError as error:
-        report(f"error: {error}")
+        fail(f"error: {error}")
         return 2
     rows = sum(f["rows"] for f in summary["files"])
     bad = sum(sum(f["bad_rows"].values()) for f in summary["files"])

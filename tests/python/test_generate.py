@@ -579,6 +579,9 @@ def test_cli_prints_progress_and_uses_the_landing_setting(tmp_path, monkeypatch,
     assert f"customers: {len(customers_file.read_text().splitlines()) - 1} rows -> " in err
     assert str(customers_file) in err
     assert "transactions: 50 rows -> " in err
+    # -q: no progress, and nothing else on success
+    assert cli.main(["-q", "generate", "--out", str(tmp_path / "quiet"), "--customers", "40"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_cli_rejects_invalid_parameters(tmp_path, capsys):
