@@ -620,6 +620,11 @@ def test_pluggable_provider_from_environment(monkeypatch, master_key):
     monkeypatch.setenv("PRIVACY_LAKEHOUSE_KEY_PROVIDER", "no-colon")
     with pytest.raises(MasterKeyError, match="package.module:factory"):
         Keyring.open()
+    # A provider that cannot be imported or built is one clear error naming the variable.
+    for spec in ("no_such_module_here:make", "os:getcwd"):
+        monkeypatch.setenv("PRIVACY_LAKEHOUSE_KEY_PROVIDER", spec)
+        with pytest.raises(MasterKeyError, match="could not make a key provider"):
+            Keyring.open()
 
 
 def test_local_key_file_is_private_even_with_an_open_umask(tmp_path):

@@ -233,6 +233,15 @@ def test_the_cli_dry_run_prints_the_plan(demo_copy, capsys):
     assert len(landing_files(demo_copy)) == summary["files_seen"]
 
 
+@pytest.mark.parametrize("days", ["nan", "inf", "-1"])
+def test_keep_days_must_be_a_finite_number_of_days(days, capsys):
+    parser = argparse.ArgumentParser()
+    landing.add_arguments(parser)
+    with pytest.raises(SystemExit) as refused:
+        parser.parse_args(["purge", "--keep-days", days])
+    assert refused.value.code == 2 and "finite number" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "document, expected",
     [
