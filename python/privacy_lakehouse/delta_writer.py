@@ -254,9 +254,16 @@ class Plugin(BasePlugin):
         config.update(duckdb_setup.connection_config(self.extension_dir))
 
     def configure_connection(self, conn):
+        from privacy_lakehouse.keyring import KeyringError
+
         ensure_control_tables(self.lake_dir)
         duckdb_setup.load_delta_extension(conn, self.extension_dir)
-        duckdb_setup.register_project_functions(conn)
+        try:
+            duckdb_setup.register_project_functions(conn)
+        except KeyringError as error:
+            # dbt-duckdb reports a RuntimeError as a failed connection, in one line; any other
+            # error ends the run in a traceback. Keyring messages hold no key material.
+            raise RuntimeError(f"privacy_lakehouse keyring: {error}") from None
         hooks.register(conn, self.lake_dir)
         self._register_writer_functions(conn)
 

@@ -104,6 +104,13 @@ class MasterKeyError(KeyringError):
     """The master key is missing, malformed, wrong, or retired."""
 
 
+class MissingMasterKeyError(MasterKeyError):
+    """The master key of a key store that already holds keys is not available.
+
+    Never answered by making a new key: one would not open the store, and keys made under it
+    before the old ones are read would mix two master keys."""
+
+
 class KeyNotFoundError(KeyringError):
     """A salt version or a subject's data key does not exist."""
 
@@ -137,7 +144,8 @@ class MasterKeyProvider(Protocol):
         ...
 
     def get(self, version: int) -> bytes:
-        """The master key of a given version; raise MasterKeyError if it is not available."""
+        """The master key of a given version; raise MasterKeyError if it is not available
+        (MissingMasterKeyError when there is no key at all: the store then refuses to open)."""
         ...
 
 
@@ -207,30 +215,32 @@ class LocalKeyFileProvider:
             logger.warning(message)
             warnings.warn(message, DevelopmentMasterKeyWarning, stacklevel=3)
 
-    def current(self) -> tuple[int, bytes]:
-        keys = self._load(create=True)
+    def current(self, *, create: bool = True) -> tuple[int, bytes]:
+        """The newest key; the file is made only for a new key store (`create`)."""
+        keys = self._load(create=create)
         version = max(keys)
         return version, keys[version]
 
+    # A key store that names a version already has its key: the file is never made here.
     def get(self, version: int) -> bytes:
-        keys = self._load(create=True)
+        keys = self._load(create=False)
         if version not in keys:
             raise MasterKeyError(f"the local master key file has no key version {version}")
         return keys[version]
 
     def add(self, version: int, key: bytes) -> None:
-        keys = self._load(create=True)
+        keys = self._load(create=False)
         keys[version] = key
         self._write(keys)
 
     def forget_before(self, version: int) -> None:
-        keys = {v: k for v, k in self._load(create=True).items() if v >= version}
+        keys = {v: k for v, k in self._load(create=False).items() if v >= version}
         self._write(keys)
 
     def _load(self, create: bool) -> dict[int, bytes]:
         if not self.path.exists():
             if not create:
-                raise MasterKeyError(f"the local master key file {self.path} does not exist")
+                raise MissingMasterKeyError(f"the local master key file {self.path} does not exist")
             self._create()
         mode = self.path.stat().st_mode & 0o777
         if mode & 0o077:
@@ -763,8 +773,19 @@ class Keyring:
         version, expected = row
         try:
             key = self._provider.get(version)
+        except MissingMasterKeyError:
+            raise MissingMasterKeyError(
+                f"the master key of the existing key store {self.store_path} is missing "
+                f"({self.master_key_source} is not there); no new key is made for a store that "
+                f"holds keys: set {MASTER_KEY_ENV}, name a key provider in {KEY_PROVIDER_ENV}, "
+                "or restore the key file"
+            ) from None
         except (MasterKeyError, LookupError):
-            key = self._provider.current()[1]  # still worth a check, to say which key it is
+            # Still worth a check, to say which key it is; never a new key for this store.
+            if isinstance(self._provider, LocalKeyFileProvider):
+                key = self._provider.current(create=False)[1]
+            else:
+                key = self._provider.current()[1]
         self._check_key_length(key)
         check = _key_check_value(key)
         if constant_time.bytes_eq(check, expected):

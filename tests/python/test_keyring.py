@@ -726,6 +726,33 @@ def test_rotation_with_the_local_key_file(tmp_path):
         Keyring.open()
 
 
+def test_a_missing_key_file_beside_an_existing_store_is_refused_and_never_made_anew(tmp_path):
+    with Keyring.open() as ring:
+        subject = ring.token("a")
+        ring.encrypt(subject, "value")
+    keys_dir = tmp_path / "keys"
+    key_file, store = keys_dir / "master.key", keys_dir / "keyring.sqlite"
+    old_key = base64.b64decode(json.loads(key_file.read_text())["keys"][0]["key"])
+    key_file.unlink()
+    store_bytes = store.read_bytes()
+    with pytest.raises(keyring_module.MissingMasterKeyError) as caught:
+        Keyring.open()
+    message = str(caught.value)
+    assert "master key of the existing key store" in message and "\n" not in message
+    for remedy in ("PRIVACY_LAKEHOUSE_MASTER_KEY", "PRIVACY_LAKEHOUSE_KEY_PROVIDER", "restore"):
+        assert remedy in message
+    assert_no_secret(message, [old_key, *stored_secrets(store, old_key).values()])
+    assert not key_file.exists()
+    assert sorted(p.name for p in keys_dir.iterdir()) == [".gitignore", "keyring.sqlite"]
+    assert store.read_bytes() == store_bytes
+    # The provider itself never makes the file for a version a store asks for, nor to rotate.
+    provider = LocalKeyFileProvider(key_file, "test")
+    for call in (lambda: provider.get(1), lambda: provider.add(2, os.urandom(32))):
+        with pytest.raises(keyring_module.MissingMasterKeyError):
+            call()
+    assert not key_file.exists()
+
+
 # ---- salts ---------------------------------------------------------------------------------
 
 
