@@ -79,6 +79,49 @@ def test_the_key_store_is_never_made_anew_beside_a_lake_that_has_data(empty_proj
     assert (empty_project / "keys" / "keyring.sqlite").exists()
 
 
+def test_a_store_whose_master_key_file_is_gone_is_refused_and_no_key_is_made(
+    empty_project, monkeypatch, capsys
+):
+    for name in ("MASTER_KEY", "KEY_PROVIDER"):
+        monkeypatch.delenv(f"PRIVACY_LAKEHOUSE_{name}", raising=False)
+    assert cli.main(["-q", "keys", "init"]) == 0
+    capsys.readouterr()
+    keys = empty_project / "keys"
+    (keys / "master.key").unlink()
+    store_bytes = (keys / "keyring.sqlite").read_bytes()
+    (empty_project / "lake" / "bronze").mkdir(parents=True)
+
+    # Refused as a missing key store is: keys exits 1, erase 2 (it erased nothing).
+    for argv, code in ((["keys", "status"], 1), (["erase", "--email", "someone@mail.example"], 2)):
+        assert cli.main(["-q", *argv]) == code, argv
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and "master key of the existing key store" in lines[0], argv
+        assert "PRIVACY_LAKEHOUSE_MASTER_KEY" in lines[0] and "someone" not in lines[0]
+        assert not (keys / "master.key").exists()
+        assert (keys / "keyring.sqlite").read_bytes() == store_bytes
+
+
+def test_a_dbt_build_refuses_a_store_whose_master_key_file_is_gone(tmp_path, monkeypatch):
+    from privacy_lakehouse.keyring import Keyring
+
+    from .dbt_helpers import environment, failure_text, project_env, run_dbt, write_mini_project
+
+    for name in ("MASTER_KEY", "KEY_PROVIDER"):
+        monkeypatch.delenv(f"PRIVACY_LAKEHOUSE_{name}", raising=False)
+    project = write_mini_project(tmp_path / "project", {"models/m.sql": "select 1 as id\n"})
+    with environment(project_env(project)):
+        Keyring.open(create=True).close()
+    keys = project / ".keys"
+    (keys / "master.key").unlink()
+    store_bytes = (keys / "keyring.sqlite").read_bytes()
+    result = run_dbt(project, "build", "--vars", "{enforce_privacy_policy: false}", expect_ok=False)
+    assert not result.success
+    message = failure_text(result)
+    assert "master key of the existing key store" in message and "Traceback" not in message
+    assert not (keys / "master.key").exists()
+    assert (keys / "keyring.sqlite").read_bytes() == store_bytes
+
+
 def test_errors_end_in_one_line_without_a_traceback(empty_project, monkeypatch, capsys):
     from privacy_lakehouse import duckdb_setup, retention
 
