@@ -722,7 +722,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--manifest",
         type=Path,
         default=None,
-        help="dbt manifest to read column classification from (default: target/manifest.json)",
+        help="dbt manifest to read column classification from (default: manifest.json in "
+        "dbt's target path, DBT_TARGET_PATH or target)",
     )
     source.add_argument(
         "--catalog", type=Path, default=None, help="JSON column catalog {table: {column: meta}}"
@@ -747,7 +748,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _load_catalog(args: argparse.Namespace) -> dict[str, Any]:
     if args.catalog is not None:
         return json.loads(args.catalog.read_text(encoding="utf-8"))
-    manifest_path = args.manifest or load_settings().root / "target" / "manifest.json"
+    manifest_path = args.manifest or load_settings().manifest_path
     return catalog_from_manifest(json.loads(manifest_path.read_text(encoding="utf-8")))
 
 

@@ -43,10 +43,10 @@
    versions of any table may hold the subject, and log statistics of older commits may hold
    values derived from their rows: an erasure ends time travel across the lake.
 8. Verify (`erasure_verifier.verify_erasure`): scan every file of the lake, the DuckDB files,
-   `target/` and `logs/` for every trace of the subjects. Evidence (tables, rows deleted, files
-   rewritten, versions, timestamps, the verifier's report; never values) goes to
-   `lake/_evidence/erasure/` and an `erasure` entry to the audit log. A failed verification
-   raises ErasureVerificationFailed (the CLI exits 1).
+   dbt's target and log folders (`verification_roots`) for every trace of the subjects.
+   Evidence (tables, rows deleted, files rewritten, versions, timestamps, the verifier's
+   report; never values) goes to `lake/_evidence/erasure/` and an `erasure` entry to the
+   audit log. A failed verification raises ErasureVerificationFailed (the CLI exits 1).
 
 Out of scope, by design: landing files (the source systems' copy; the evidence counts the
 landing files that still hold the subject so they can be purged, and the tombstone keeps
@@ -73,7 +73,7 @@ from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -94,7 +94,7 @@ from privacy_lakehouse.erasure_verifier import (
     verify_erasure,
 )
 from privacy_lakehouse.keyring import KEY_STORE_FILE, Keyring, KeyringError
-from privacy_lakehouse.settings import Settings, load_settings
+from privacy_lakehouse.settings import Settings, dbt_path, load_settings
 from privacy_lakehouse.sql_quote import quote_ident as _quote
 
 log = logging.getLogger("privacy_lakehouse.erasure")
@@ -1229,8 +1229,8 @@ def _run_erasure(
             status["status"] = "erased"
     report: VerificationReport | None = None
     if verify:
-        roots = [lake_dir, settings.root / "target", settings.root / "logs"]
-        log.info("erasure: verifying, every file of the lake, target/ and logs/ is scanned")
+        roots = verification_roots(settings)
+        log.info("erasure: verifying, every file of the lake and dbt's target and logs is scanned")
         report = verify_erasure(traces, roots, base=settings.root)
         log.info(
             "erasure: verification %s (%d files scanned)",
@@ -1257,6 +1257,24 @@ def _run_erasure(
     if residue.scan_bytes(json.dumps(record, default=str).encode()):
         raise ErasureError("internal error: the erasure evidence would hold a subject's trace")
     return record
+
+
+def verification_roots(settings: Settings) -> list[Path]:
+    """What the verifier scans: the lake and dbt's target and log folders where dbt writes them
+    (DBT_TARGET_PATH, DBT_LOG_PATH), and the default ones as well when they were moved, since
+    an earlier build may have written there. A folder inside another is scanned once."""
+    candidates = [
+        settings.lake_dir,
+        settings.target_dir,
+        settings.log_dir,
+        settings.root / "target",
+        settings.root / "logs",
+    ]
+    roots: list[Path] = []
+    for path in (p.resolve() for p in candidates):
+        if path not in roots:
+            roots.append(path)
+    return [r for r in roots if not any(r != o and r.is_relative_to(o) for o in roots)]
 
 
 def subject_traces(
@@ -1423,7 +1441,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Erase data subjects: delete them from every layer, snapshot and quarantine, tombstone "
         "them against replays, destroy their data keys, vacuum, and verify that no trace is "
-        "left. The identifier is never logged. Exit 1 if the verifier finds a trace."
+        "left. The identifier is never logged. Exit 1 if the verifier finds a trace, 2 when "
+        "nothing was erased (no subject found, or refused)."
     )
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--email", help="the subject's email address")
@@ -1436,6 +1455,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--request-id", help="ticket number for the evidence (default: generated)")
     parser.add_argument("--json", action="store_true", help="print the evidence as JSON")
+    parser.add_argument(
+        "--target-path",
+        metavar="DIR",
+        help="dbt's target folder, scanned by the verifier with target/ (default: "
+        "DBT_TARGET_PATH or target; relative to the project root, as dbt reads it)",
+    )
+    parser.add_argument(
+        "--log-path",
+        metavar="DIR",
+        help="dbt's log folder, scanned by the verifier with logs/ (default: DBT_LOG_PATH or logs)",
+    )
 
 
 def _require_lake_and_keys(settings: Settings) -> None:
@@ -1453,8 +1483,13 @@ def _require_lake_and_keys(settings: Settings) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if args.target_path:
+        settings = replace(settings, target_dir=dbt_path(settings.root, args.target_path))
+    if args.log_path:
+        settings = replace(settings, log_dir=dbt_path(settings.root, args.log_path))
     try:
-        _require_lake_and_keys(load_settings())
+        _require_lake_and_keys(settings)
         if args.batch is not None:
             if args.request_id:
                 raise ErasureError("--request-id applies to a single request; put ids in the batch")
@@ -1465,7 +1500,7 @@ def run(args: argparse.Namespace) -> int:
                     email=args.email, customer_id=args.customer_id, request_id=args.request_id or ""
                 )
             ]
-        evidence = erase_subjects(requests)
+        evidence = erase_subjects(requests, settings=settings)
         code = 2 if any(r["status"] == "not_found" for r in evidence["requests"]) else 0
     except ErasureVerificationFailed as failed:
         evidence, code = failed.evidence, 1

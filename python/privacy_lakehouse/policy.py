@@ -806,8 +806,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     def common(command: argparse.ArgumentParser) -> None:
         command.add_argument(
             "--manifest",
-            help="dbt manifest to read (default: target/manifest.json under the project root; "
-            "run `dbt parse` first)",
+            help="dbt manifest to read (default: manifest.json in dbt's target path, "
+            "DBT_TARGET_PATH or target under the project root; run `dbt parse` first)",
         )
         command.add_argument(
             "--policy", help=f"policy file (default: {POLICY_FILE_NAME} at the project root)"
@@ -836,7 +836,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest_path = Path(args.manifest or load_settings().root / "target" / "manifest.json")
+    manifest_path = Path(args.manifest or load_settings().manifest_path)
     try:
         policy = load_policy(args.policy)
     except PolicyError as exc:

@@ -607,7 +607,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Enforce the retention rules declared in model configs: delete expired rows, vacuum "
         "files older than each table's time-travel window, clean up old log files. Reads the "
-        "rules from target/manifest.json (run `dbt parse` or a build first)."
+        "rules from dbt's manifest.json (run `dbt parse` or a build first)."
     )
     parser.add_argument(
         "--dry-run",
@@ -627,7 +627,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--manifest",
         type=Path,
-        help="dbt manifest to read rules from (default: target/manifest.json)",
+        help="dbt manifest to read rules from (default: manifest.json in dbt's target path, "
+        "DBT_TARGET_PATH or target)",
     )
     parser.add_argument("--json", action="store_true", help="print the run record as JSON")
 
@@ -637,7 +638,7 @@ def run(args: argparse.Namespace) -> int:
     from privacy_lakehouse.keyring import KeyringError
 
     settings = load_settings()
-    manifest_path = args.manifest or settings.root / "target" / "manifest.json"
+    manifest_path = args.manifest or settings.manifest_path
     try:
         if not manifest_path.is_file():
             raise RetentionError(

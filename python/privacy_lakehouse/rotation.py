@@ -905,9 +905,9 @@ def _republish_serving(settings: Settings, actor: str) -> dict[str, Any] | None:
 
     if not any(serving.serving_dir(settings.lake_dir).glob("*.duckdb")):
         return None
-    manifest = settings.root / "target" / "manifest.json"
+    manifest = settings.manifest_path
     if not manifest.is_file():
-        return {"republished": [], "stale_until_next_build": "no target/manifest.json"}
+        return {"republished": [], "stale_until_next_build": "no dbt manifest.json"}
     try:
         published = serving.publish(
             serving.models_from_manifest(json.loads(manifest.read_text(encoding="utf-8"))),

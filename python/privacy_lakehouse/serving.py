@@ -496,7 +496,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--manifest",
         type=Path,
         default=None,
-        help="dbt manifest with the models' column meta (default: target/manifest.json)",
+        help="dbt manifest with the models' column meta (default: manifest.json in dbt's "
+        "target path, DBT_TARGET_PATH or target)",
     )
     command.add_argument(
         "--policy", type=Path, default=None, help="policy file (default: privacy_policy.yml)"
@@ -518,7 +519,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    manifest_path = args.manifest or settings.root / "target" / "manifest.json"
+    manifest_path = args.manifest or settings.manifest_path
     if not (settings.lake_dir / "gold").is_dir():
         print(
             f"serve: no gold tables under {settings.lake_dir} (check PRIVACY_LAKEHOUSE_LAKE; "

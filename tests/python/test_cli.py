@@ -122,6 +122,31 @@ def test_a_dbt_build_refuses_a_store_whose_master_key_file_is_gone(tmp_path, mon
     assert (keys / "keyring.sqlite").read_bytes() == store_bytes
 
 
+def test_commands_read_the_manifest_where_dbt_target_path_puts_it(
+    empty_project, monkeypatch, capsys
+):
+    shutil.copy(REPO / "privacy_policy.yml", empty_project / "privacy_policy.yml")
+    monkeypatch.delenv("DBT_TARGET_PATH", raising=False)
+    assert cli.main(["-q", "policy", "check"]) == 2
+    assert f"manifest not found: {empty_project / 'target' / 'manifest.json'}" in (
+        capsys.readouterr().err
+    )
+    custom = empty_project / "out" / "dbt"
+    custom.mkdir(parents=True)
+    (custom / "manifest.json").write_text("{}")
+    monkeypatch.setenv("DBT_TARGET_PATH", "out/dbt")  # relative to the project root, as in dbt
+    for command in ("check", "plan"):
+        assert cli.main(["-q", "policy", command]) == 2
+        assert f"{custom / 'manifest.json'} holds no models" in capsys.readouterr().err
+    monkeypatch.setenv("DBT_TARGET_PATH", str(custom))
+    monkeypatch.setenv("DBT_LOG_PATH", "dbt-logs")
+    from privacy_lakehouse.settings import load_settings
+
+    settings = load_settings()
+    assert settings.manifest_path == custom / "manifest.json"
+    assert settings.log_dir == empty_project / "dbt-logs"
+
+
 def test_errors_end_in_one_line_without_a_traceback(empty_project, monkeypatch, capsys):
     from privacy_lakehouse import duckdb_setup, retention
 

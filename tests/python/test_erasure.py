@@ -424,6 +424,40 @@ def test_erase_needs_exactly_one_way_to_name_the_subject(capsys):
     assert exit_info.value.code == 2
 
 
+def test_the_verifier_scans_dbt_target_and_log_folders_where_dbt_writes_them(
+    demo_copy, monkeypatch, capsys
+):
+    """A moved target folder (DBT_TARGET_PATH) and log folder (--log-path) hold a subject's
+    token: the erasure's verifier must look there, not only at target/ and logs/."""
+    person = next(p for p in landing_people(demo_copy.landing).values() if p.cards)
+    with demo_copy.env():
+        with Keyring.open(load_settings()) as keyring:
+            token = sorted(keyring.token_versions(person.customer_id, "subject").values())[0]
+    leaks = {
+        "build/dbt_target/compiled/leak.sql": f"select '{token}'\n",
+        "elsewhere/dbt_logs/dbt.log": f"debug {token}\n",
+    }
+    for relative, text in leaks.items():
+        (demo_copy.root / relative).parent.mkdir(parents=True)
+        (demo_copy.root / relative).write_text(text)
+    monkeypatch.setenv("DBT_TARGET_PATH", "build/dbt_target")
+    monkeypatch.setenv("DBT_LOG_PATH", "not/the/one")
+    argv = ["--customer-id", person.customer_id, "--json", "--log-path", "elsewhere/dbt_logs"]
+    with demo_copy.env():
+        assert erasure.verification_roots(load_settings())[1:] == [
+            demo_copy.root / "build/dbt_target",
+            demo_copy.root / "not/the/one",
+            demo_copy.root / "target",
+            demo_copy.root / "logs",
+        ]
+        code = erasure.run(parser_for(erasure).parse_args(argv))
+    out, err = capsys.readouterr()
+    assert code == 1, err
+    found = {(f["path"], f["kind"]) for f in json.loads(out)["verification"]["findings"]}
+    assert found == {(path, "subject_token") for path in leaks}
+    assert token not in out + err and person.customer_id not in out + err
+
+
 # ---------------------------------------------------------------------------------------------
 # The verifier and the clustered delete on purpose-made data
 
