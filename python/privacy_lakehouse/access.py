@@ -704,6 +704,13 @@ EXIT_DENIED = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Run one read-only SELECT through the policy enforcement point: every column the query "
+        "reads (filters, joins and grouping included) is checked against the role's sensitivity "
+        "and the purpose, the decision goes to the audit log, and an allowed query runs "
+        f"read-only. Results go to stdout. Exit {EXIT_DENIED} when denied (naming the rule, "
+        "never the data), 1 on any other error."
+    )
     parser.add_argument("sql", help="one read-only SELECT")
     parser.add_argument("--role", required=True, help="a role from the policy file")
     parser.add_argument("--purpose", required=True, help="a purpose the role may use")
@@ -711,27 +718,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--database",
         type=Path,
         default=None,
+        metavar="FILE",
         help="DuckDB file to query (default: the purpose's serving file, "
         "<lake_dir>/serving/<purpose>.duckdb)",
     )
     parser.add_argument(
-        "--policy", type=Path, default=None, help="policy file (default: privacy_policy.yml)"
+        "--policy",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="policy file (default: privacy_policy.yml)",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument(
         "--manifest",
         type=Path,
         default=None,
+        metavar="FILE",
         help="dbt manifest to read column classification from (default: manifest.json in "
         "dbt's target path, DBT_TARGET_PATH or target)",
     )
     source.add_argument(
-        "--catalog", type=Path, default=None, help="JSON column catalog {table: {column: meta}}"
+        "--catalog",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="JSON column catalog {table: {column: meta}}, instead of the manifest",
     )
     parser.add_argument(
         "--audit-log",
         type=Path,
         default=None,
+        metavar="FILE",
         help="audit log file (default: <lake_dir>/_audit/audit.jsonl)",
     )
     parser.add_argument("--actor", default=None, help="who runs the query (default: OS user)")
@@ -740,6 +758,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         type=Path,
+        metavar="DIR",
         help="folder DuckDB may read files from (for views over Delta tables); repeatable",
     )
     parser.add_argument("--format", choices=("csv", "json"), default="csv", help="output format")

@@ -534,7 +534,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     commands = parser.add_subparsers(dest="landing_command", metavar="SUBCOMMAND")
     commands.required = True
-    text = "Purge landing files whose rows are all accounted for in bronze or quarantine."
+    text = (
+        "Purge landing files whose rows are all accounted for in bronze, quarantine or erased "
+        "rows (the newest file of each source is kept)."
+    )
     purge = commands.add_parser("purge", help=text, description=text)
     purge.add_argument(
         "--dry-run", action="store_true", help="show what would be purged; delete nothing"
@@ -543,7 +546,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keep-days",
         type=_days,
         default=None,
-        help="override the policy's landing.keep_days for this run",
+        metavar="N",
+        help="keep files ingested less than N days ago (overrides the policy's "
+        "landing.keep_days for this run)",
     )
 
 
