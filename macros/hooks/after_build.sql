@@ -1,7 +1,8 @@
 {#-
-  on-run-end: hands the build to the project's Python hooks (retention, serving files, build
-  evidence) through pl_after_build, a DuckDB function the plugin registers. Only metadata is
-  passed: model names, layers, locations, configs, column meta and node statuses.
+  on-run-end: hands the build to the project's Python hooks (ingestion ledger, retention, serving
+  files, build evidence) through pl_after_build, a DuckDB function the plugin registers. Only
+  metadata is passed: model names, layers, locations, configs, column meta, node statuses, the
+  build's start time and whether it is an --empty run.
 -#}
 {% macro after_build(results) -%}
   {%- if not execute or flags.WHICH not in ['build', 'run'] or not var('after_build_hooks', true) -%}
@@ -34,6 +35,8 @@
       'target_name': target.name,
       'models': models,
       'results': statuses,
+      'empty': delta_is_empty_run(),
+      'run_started_at': run_started_at.isoformat(),
   }) -%}
   {{ return("select pl_after_build(" ~ delta_sql_string(payload) ~ ")") }}
 {%- endmacro %}

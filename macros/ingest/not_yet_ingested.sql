@@ -1,21 +1,34 @@
 {#-
   Idempotent bronze, file by file. On a full build every landing row passes. On an incremental
-  run a landing file this table already holds rows from is skipped without being opened (its
-  name is listed as a constant, which DuckDB turns into a file filter), unless the file was
-  modified after its last ingest: a re-delivered file is read again and only its rows whose
-  ingest key the table lacks pass. So an incremental run reads the new and changed files only.
-  A landing file's rows reach a table in one Delta commit, so a file the table holds was read
-  whole. A file none of whose rows the table kept (all rejected or erased) is read again on the
-  next run and again keeps nothing. `where` narrows the table's rows (the quarantine holds
-  several sources).
+  run a landing file is skipped without being opened (its name is listed as a constant, which
+  DuckDB turns into a file filter) when the ingestion ledger (control.ingestion_ledger, written
+  after each build: privacy_lakehouse.ingestion_ledger) holds it for this table with the size
+  and modification time it has now. So a file whose rows retention deleted is not read again.
+  Any other size or time, older or newer, is a re-delivery: the file is read again and only its
+  rows whose ingest key the table lacks pass. A file the ledger lacks (a lake built before it)
+  is skipped when the table holds rows of it ingested after its modification time, as before
+  the ledger. An incremental run reads the new and changed files only. `where` narrows the
+  table's rows (the quarantine holds several sources).
 -#}
 {% macro not_yet_ingested(source_name, table_name, where=none) -%}
     {%- set glob = landing_source_glob(source_name, table_name) -%}
+    {#- Named before the early return, so that parsing records the dependency. -#}
+    {%- set ledger_relation = source('control', 'ingestion_ledger') -%}
     {%- if not is_incremental() or not execute -%}
         {{ return('true') }}
     {%- endif -%}
     {%- set query -%}
-        with ingested as (
+        with ledger as (
+            select source_file, file_size, file_modified_at
+            from {{ ledger_relation }}
+            where
+                event = 'ingested'
+                and table_name = {{ _privacy_string_literal(model.config.get('location') or (model.fqn[1] ~ '/' ~ model.name)) }}
+                and source_name = {{ _privacy_string_literal(source_name ~ '.' ~ table_name) }}
+            qualify row_number() over (partition by source_file order by recorded_at desc) = 1
+        ),
+
+        ingested as (
             select source_file, max(ingested_at) as last_ingested_at
             from {{ this }}
             {%- if where %} where {{ where }}{% endif %}
@@ -25,16 +38,23 @@
         landed as (
             select
                 regexp_extract(filename, '[^/]+$') as source_file,
-                cast(last_modified as timestamp) as modified_at
+                size,
+                last_modified
             from read_blob({{ _privacy_string_literal(glob) }})
         )
 
         select
-            ingested.source_file,
-            landed.modified_at > ingested.last_ingested_at as changed
-        from ingested
-        inner join landed on ingested.source_file = landed.source_file
-        order by ingested.source_file
+            landed.source_file,
+            case
+                when ledger.source_file is not null
+                    then (landed.size, landed.last_modified) is distinct from (ledger.file_size, ledger.file_modified_at)
+                else cast(landed.last_modified as timestamp) > ingested.last_ingested_at
+            end as changed
+        from landed
+        left join ledger on landed.source_file = ledger.source_file
+        left join ingested on landed.source_file = ingested.source_file
+        where ledger.source_file is not null or ingested.source_file is not null
+        order by landed.source_file
     {%- endset -%}
     {%- set table = run_query(query) -%}
     {%- set settled, changed = [], [] -%}

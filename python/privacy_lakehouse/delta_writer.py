@@ -361,6 +361,26 @@ CONTROL_TABLES: dict[str, pa.Schema] = {
             ("request_id", pa.string()),
         ]
     ),
+    # What each bronze table ingested of each landing file (privacy_lakehouse.ingestion_ledger):
+    # names, sizes, times and counts only.
+    "control/ingestion_ledger": pa.schema(
+        [
+            ("table_name", pa.string()),
+            ("source_name", pa.string()),
+            ("source_file", pa.string()),
+            ("event", pa.string()),
+            ("file_size", pa.int64()),
+            ("file_modified_at", pa.timestamp("us", tz="UTC")),
+            ("rows", pa.int64()),
+            ("recorded_at", pa.timestamp("us", tz="UTC")),
+            ("run_id", pa.string()),
+        ]
+    ),
+}
+# Columns free of personal data, whose statistics may reach the Delta log.
+CONTROL_STATS_COLUMNS: dict[str, list[str]] = {
+    "control/erasure_tombstones": ["erased_at", "request_id"],
+    "control/ingestion_ledger": list(CONTROL_TABLES["control/ingestion_ledger"].names),
 }
 
 
@@ -374,7 +394,7 @@ def ensure_control_tables(lake_dir: Path) -> None:
                 schema.empty_table(),
                 mode="ignore",
                 configuration=privacy_table_properties(
-                    list(schema.names), ["erased_at", "request_id"], {}
+                    list(schema.names), CONTROL_STATS_COLUMNS[relative], {}
                 ),
             )
 

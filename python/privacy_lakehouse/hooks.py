@@ -13,6 +13,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ class BuildContext:
     target_name: str
     models: list[dict[str, Any]] = field(default_factory=list)
     results: list[dict[str, Any]] = field(default_factory=list)
+    empty: bool = False  # `--empty`: models read no rows
+    run_started_at: datetime | None = None
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], lake_dir: Path) -> BuildContext:
@@ -39,6 +42,8 @@ class BuildContext:
             target_name=payload.get("target_name", ""),
             models=payload.get("models", []),
             results=payload.get("results", []),
+            empty=bool(payload.get("empty")),
+            run_started_at=_moment(payload.get("run_started_at")),
         )
 
     @property
@@ -48,14 +53,26 @@ class BuildContext:
 
 Hook = Callable[[BuildContext], dict[str, Any]]
 _HOOKS: list[tuple[str, Hook]] = []
+_FIRST: set[str] = set()
 
 
-def after_build(name: str) -> Callable[[Hook], Hook]:
-    """Register a function to run at the end of every build (decorator)."""
+def _moment(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if value else None
+    except (TypeError, ValueError):
+        return None
+
+
+def after_build(name: str, first: bool = False) -> Callable[[Hook], Hook]:
+    """Register a function to run at the end of every build (decorator); `first` runs it before
+    the hooks registered without it, whatever the order the modules were imported in."""
 
     def register(function: Hook) -> Hook:
         if all(existing != name for existing, _ in _HOOKS):
-            _HOOKS.append((name, function))
+            position = sum(1 for hook in _HOOKS if hook[0] in _FIRST) if first else len(_HOOKS)
+            _HOOKS.insert(position, (name, function))
+            if first:
+                _FIRST.add(name)
         return function
 
     return register
@@ -69,6 +86,8 @@ def registered_hooks() -> list[str]:
 def _load_builtin_hooks() -> None:
     # Modules register their hooks on import; importing here keeps the plugin's start-up light.
     for module in (
+        # Records what the build ingested before retention deletes anything (registered first).
+        "privacy_lakehouse.ingestion_ledger",
         "privacy_lakehouse.retention",
         "privacy_lakehouse.serving",
         # Landing purge before build evidence, which stays last.

@@ -10,9 +10,11 @@ ingestion (`landing:` in privacy_policy.yml):
 A file is purged only when its rows are all accounted for: the file's row count (read with the
 same reader options as its dbt source) equals its rows in the source's bronze table plus its
 rows in quarantine plus its rows of erased subjects (bronze and quarantine filter those out on
-purpose; counted through the erasure tombstones). Any other count is a mismatch: the file is kept
-and reported, never purged. The newest file of each source is always kept, because each dbt
-landing source reads a glob that must match at least one file, or the next build fails.
+purpose; counted through the erasure tombstones) plus its rows retention deleted from bronze
+and quarantine (counted in the ingestion ledger, `privacy_lakehouse.ingestion_ledger`). Any
+other count is a mismatch: the file is kept and reported, never purged. The newest file of each
+source is always kept, because each dbt landing source reads a glob that must match at least
+one file, or the next build fails.
 
 `purge_landing` is the library call, `privacy-lakehouse landing purge [--dry-run]` the command,
 and the `landing_purge` after-build hook runs it when the policy enables it. Each purge writes
@@ -41,6 +43,7 @@ import duckdb
 import yaml
 from deltalake import DeltaTable
 
+from privacy_lakehouse import ingestion_ledger
 from privacy_lakehouse.audit_log import AuditLog
 from privacy_lakehouse.duckdb_setup import connect
 from privacy_lakehouse.hooks import BuildContext, after_build
@@ -51,7 +54,7 @@ from privacy_lakehouse.sql_quote import sql_string as _sql_string
 POLICY_FILE = "privacy_policy.yml"
 POLICY_SECTION = "landing"
 EVIDENCE_FOLDER = "landing_purge"
-QUARANTINE_TABLE = "bronze/raw_quarantine__records"
+QUARANTINE_TABLE = ingestion_ledger.QUARANTINE_TABLE
 TOMBSTONE_TABLE = "control/erasure_tombstones"
 
 
@@ -269,12 +272,13 @@ class FileAccount:
     bronze_rows: int = 0
     quarantine_rows: int = 0
     erased_rows: int = 0
+    expired_rows: int = 0  # deleted by retention from bronze and quarantine (ingestion ledger)
     last_ingested_at: str | None = None
     decision: str = ""
 
     @property
     def accounted(self) -> int:
-        return self.bronze_rows + self.quarantine_rows + self.erased_rows
+        return self.bronze_rows + self.quarantine_rows + self.erased_rows + self.expired_rows
 
 
 def _counts_by_file(conn, table: Path, source_name: str | None) -> dict[str, tuple[int, Any]]:
@@ -317,6 +321,12 @@ def account_landing_files(
         keyring = Keyring.open(settings)
         duckdb_functions.register(conn, keyring)
     accounts: list[FileAccount] = []
+    expired = ingestion_ledger.expired_rows(lake)
+    # A file whose rows all expired has no ingestion time left in bronze: the ledger's holds.
+    recorded: dict[tuple[str, str], datetime] = {}
+    for (_, source_name, name), entry in ingestion_ledger.latest_ingested(lake).items():
+        moment = entry["recorded_at"].astimezone().replace(tzinfo=None)
+        recorded[(source_name, name)] = max(moment, recorded.get((source_name, name), moment))
     try:
         quarantine = lake / QUARANTINE_TABLE
         for source in LANDING_SOURCES:
@@ -341,7 +351,12 @@ def account_landing_files(
                 bronze_rows, bronze_latest = in_bronze.get(path.name, (0, None))
                 quarantine_rows, quarantine_latest = in_quarantine.get(path.name, (0, None))
                 account.bronze_rows, account.quarantine_rows = bronze_rows, quarantine_rows
+                account.expired_rows = sum(
+                    expired.get((table, source.name, path.name), 0)
+                    for table in (source.bronze_table, QUARANTINE_TABLE)
+                )
                 latest = max((t for t in (bronze_latest, quarantine_latest) if t), default=None)
+                latest = latest or recorded.get((source.name, path.name))
                 account.last_ingested_at = latest.isoformat(sep=" ") if latest else None
                 if rows is None:
                     account.decision = KEPT_UNREADABLE
@@ -573,7 +588,7 @@ def run(args: argparse.Namespace) -> int:
     if summary["mismatches"]:
         print(
             f"privacy-lakehouse landing: {len(summary['mismatches'])} file(s) kept because their "
-            "row count differs from bronze + quarantine + erased rows; see 'mismatches'",
+            "row count differs from bronze + quarantine + erased + expired rows; see 'mismatches'",
             file=sys.stderr,
         )
     return 0

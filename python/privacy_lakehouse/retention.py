@@ -34,9 +34,15 @@ rows therefore stay readable through time travel for one window, then are physic
 erasure command is the immediate path. Deletes never change a table's schema, so the DuckDB
 views over `delta_scan` need no refresh; if a schema did change, the command recreates the view.
 
-Landing files are outside the lake: a bronze model that re-reads landing files still holding
-expired rows ingests them again, and the next run deletes them again. Purge landing files after
-ingestion (`privacy-lakehouse landing purge`) so expired rows stay gone.
+The quarantined rows of a source whose bronze model has an age rule expire on the same rule,
+counted from their `ingested_at` (their own date is ciphertext there, and may be what was
+malformed); the delete predicate names the source and the cutoff date. Purpose rules do not
+reach the quarantine.
+
+Landing files are outside the lake. Bronze models do not read a landing file again once the
+ingestion ledger (`privacy_lakehouse.ingestion_ledger`) holds it unchanged, so expired rows do
+not come back; a run records the rows it deleted from each landing file's bronze table and
+quarantine there, and the landing purge counts them as accounted for, so the file can go.
 
 Each run writes one JSON record under `lake/_evidence/retention/` and a `retention` entry to the
 audit log: per table the rule, rows deleted (or, in a dry run, that would be), Delta versions
@@ -49,6 +55,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -78,6 +85,7 @@ DEFAULT_CONSENT_TABLE = "silver/int_consents_historized"
 RULE_KEYS = frozenset({"column", "keep_days", "purpose", "subject_column", "consent_table"})
 ISO_DATE_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}"
 COMMIT_NOTE = "privacy_lakehouse retention"
+QUARANTINE_DATE_COLUMN = "ingested_at"
 
 
 class RetentionError(ValueError):
@@ -163,6 +171,8 @@ class RetentionTarget:
     table: str  # relative to the lake
     schema: str | None
     rule: RetentionRule | None
+    # The rows of one landing source only (source_name): the quarantine's share of a source.
+    scope: str | None = None
 
 
 def _policy_purposes() -> set[str] | None:
@@ -188,7 +198,30 @@ def targets_from_models(
         )
         for model in models
     ]
-    return sorted(targets, key=lambda t: t.table)
+    return sorted(targets + _quarantine_targets(targets), key=lambda t: (t.table, t.scope or ""))
+
+
+def _quarantine_targets(targets: Sequence[RetentionTarget]) -> list[RetentionTarget]:
+    """The quarantined rows of a source whose bronze model has an age rule expire on the same
+    rule, counted from their ingestion: their own date is ciphertext there, and may be the
+    malformed value that sent them to quarantine; a row reaches landing after its date, so its
+    quarantined copy never goes before its bronze rows would."""
+    from privacy_lakehouse.ingestion_ledger import QUARANTINE_TABLE, tracked
+
+    if all(t.table != QUARANTINE_TABLE for t in targets):
+        return []
+    return [
+        RetentionTarget(
+            model=target.model,
+            table=QUARANTINE_TABLE,
+            schema=None,  # deletes keep the schema: no view to refresh
+            rule=RetentionRule(keep_days=target.rule.keep_days, column=QUARANTINE_DATE_COLUMN),
+            scope=item.source.name,
+        )
+        for target in targets
+        if target.rule is not None and target.rule.column is not None
+        for item in tracked(target.table)
+    ]
 
 
 def targets_from_manifest(
@@ -228,6 +261,7 @@ class TableRetention:
     model: str
     table: str
     rule: dict[str, Any] | None
+    scope: str | None = None
     rows_total: int | None = None
     rows_expired: int = 0
     rows_deleted: int = 0
@@ -248,6 +282,7 @@ class TableRetention:
             "model": self.model,
             "table": self.table,
             "rule": self.rule,
+            "source_name": self.scope,
             "cutoff": self.cutoff,
             "rows_total": self.rows_total,
             "rows_expired": self.rows_expired,
@@ -343,16 +378,45 @@ def _expired_subjects(
     }
 
 
+def _expired_by_file(
+    target: RetentionTarget, dataset: ds.Dataset, expired: ds.Expression
+) -> dict[tuple[str, str], int]:
+    """Expired rows per (landing source, landing file) of a table the ingestion ledger follows,
+    so that the landing purge can account for them; {} for any other table."""
+    from privacy_lakehouse.ingestion_ledger import tracked
+
+    items = tracked(target.table)
+    if not items or "source_file" not in dataset.schema.names:
+        return {}
+    scoped = items[0].scoped
+    columns = ["source_name", "source_file"] if scoped else ["source_file"]
+    counts = (
+        dataset.to_table(columns=columns, filter=expired)
+        .group_by(columns)
+        .aggregate([([], "count_all")])
+    )
+    names = counts["source_name"].to_pylist() if scoped else [items[0].source.name] * len(counts)
+    return dict(
+        zip(
+            zip(names, counts["source_file"].to_pylist(), strict=True),
+            counts["count_all"].to_pylist(),
+            strict=True,
+        )
+    )
+
+
 def _enforce_table(
-    lake_dir: Path, target: RetentionTarget, as_of: date, dry_run: bool
+    lake_dir: Path, target: RetentionTarget, as_of: date, dry_run: bool, run_id: str = ""
 ) -> TableRetention:
     from privacy_lakehouse.erasure import remove_rows
+    from privacy_lakehouse.ingestion_ledger import record_expired
 
     started = time.monotonic()
     outcome = TableRetention(
         model=target.model,
         table=target.table,
         rule=target.rule.to_dict() if target.rule else None,
+        scope=target.scope,
     )
     location = lake_dir / target.table
     if not DeltaTable.is_deltatable(str(location)):
@@ -364,7 +428,12 @@ def _enforce_table(
     rule = target.rule
     if rule is not None:
         dataset = table.to_pyarrow_dataset()
-        outcome.rows_total = dataset.count_rows()
+        if target.scope and not re.fullmatch(r"[a-z0-9_.]+", target.scope):
+            raise RetentionError(f"model {target.model}: a scope is a landing source name")
+        # A source name, never personal data, may enter the delete predicate.
+        scope = ds.field("source_name") == target.scope if target.scope else ds.scalar(True)
+        scope_sql = f"source_name = '{target.scope}' AND " if target.scope else ""
+        outcome.rows_total = dataset.count_rows(filter=scope)
         cutoff = rule.cutoff(as_of)
         outcome.cutoff = cutoff.isoformat()
         if rule.column is not None:
@@ -376,11 +445,14 @@ def _enforce_table(
             expired, dated, predicate = _age_filter(
                 target.model, rule.column, schema_before.field(rule.column).type, cutoff
             )
+            expired, dated = scope & expired, scope & dated
             outcome.rows_expired = dataset.count_rows(filter=expired)
             outcome.rows_without_date = outcome.rows_total - dataset.count_rows(filter=dated)
             if outcome.rows_expired and not dry_run:
-                metrics = table.delete(predicate)
+                by_file = _expired_by_file(target, dataset, expired)
+                metrics = table.delete(scope_sql + predicate)
                 outcome.rows_deleted = int(metrics.get("num_deleted_rows") or 0)
+                record_expired(lake_dir, target.table, by_file, run_id=run_id)
         else:
             if rule.subject_column not in schema_before.names:
                 raise RetentionError(
@@ -394,6 +466,9 @@ def _enforce_table(
                     filter=ds.field(rule.subject_column).isin(sorted(expired_subjects))
                 )
             if outcome.rows_expired and not dry_run:
+                by_file = _expired_by_file(
+                    target, dataset, ds.field(rule.subject_column).isin(sorted(expired_subjects))
+                )
                 removal = remove_rows(
                     location,
                     {rule.subject_column: expired_subjects},
@@ -402,6 +477,7 @@ def _enforce_table(
                     commit_note=COMMIT_NOTE,
                 )
                 outcome.rows_deleted = removal.rows_deleted
+                record_expired(lake_dir, target.table, by_file, run_id=run_id)
     outcome.files_vacuumed = _vacuum(location, dry_run)
     if not dry_run:
         outcome.log_files_removed = _cleanup_log(location)
@@ -493,7 +569,7 @@ def enforce_retention(
     run_id = str(uuid.uuid4())
     lock = lake_lock(lake_dir, "retention") if take_lock else _no_lock()
     with lock:
-        outcomes = [(t, _enforce_table(lake_dir, t, as_of, dry_run)) for t in chosen]
+        outcomes = [(t, _enforce_table(lake_dir, t, as_of, dry_run, run_id)) for t in chosen]
         if refresh_views and not dry_run:
             _refresh_views(settings, outcomes)
         record = {
@@ -517,7 +593,7 @@ def enforce_retention(
     AuditLog(lake_dir / "_audit" / "audit.jsonl").append(
         actor=actor,
         action="retention",
-        object=[o.table for _, o in outcomes if o.rule],
+        object=sorted({o.table for _, o in outcomes if o.rule}),
         decision="n.a.",
         details={
             "run_id": run_id,
@@ -528,7 +604,7 @@ def enforce_retention(
             "rows_deleted": record["rows_deleted"],
             "files_vacuumed": record["files_vacuumed"],
             "tables": {
-                o.table: {
+                o.table + (f"[{o.scope}]" if o.scope else ""): {
                     "rows_deleted": o.rows_deleted,
                     "version_before": o.version_before,
                     "version_after": o.version_after,
@@ -674,6 +750,7 @@ def render(record: Mapping[str, Any]) -> str:
         if table["skipped"]:
             lines.append(f"  {table['table']}: skipped ({table['skipped']})")
             continue
+        name = table["table"] + (f" [{table['source_name']}]" if table["source_name"] else "")
         count = table["rows_expired"] if dry_run else table["rows_deleted"]
         if table["rule"]:
             rule = table["rule"]
@@ -683,7 +760,7 @@ def render(record: Mapping[str, Any]) -> str:
                 else f"purpose {rule['purpose']} expired before {table['cutoff']}"
             )
             lines.append(
-                f"  {table['table']}: {count} of {table['rows_total']} rows {verb} ({what}); "
+                f"  {name}: {count} of {table['rows_total']} rows {verb} ({what}); "
                 f"{table['files_vacuumed']} old files {vacuumed}; "
                 f"v{table['version_before']} -> v{table['version_after']}"
             )

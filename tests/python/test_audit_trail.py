@@ -100,6 +100,8 @@ def test_build_evidence_runs_last_whatever_imports_it_first():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     order = out.stdout.strip().split(",")
     assert order[-1] == "build_evidence" and "serving" in order
+    # The ledger records what the build ingested before retention deletes any of it.
+    assert order[0] == "ingestion_ledger" and order.index("retention") > 0
 
 
 def test_the_audit_log_holds_no_personal_data_or_tokens(demo):

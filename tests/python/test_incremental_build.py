@@ -120,14 +120,29 @@ def test_paths_are_the_copy(grown):
 
 
 def test_incremental_bronze_skips_landing_files_it_already_holds(grown):
-    """Ingested, unmodified landing files are skipped by name: rewriting one with new rows but
-    its old modification time adds nothing. Touching it afterwards (a re-delivery) makes the
-    next build read it again and append exactly the rows whose key is new."""
+    """Ingested, unchanged landing files are skipped by name, unopened. A re-delivery is told by
+    a changed (size, modification time), not by time order: the file rewritten with 7 more rows
+    and an older modification time than its ingest (before the ingestion ledger, skipped) is
+    read again, exactly its new rows are appended, and the build after that reads it no more."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     copy, *_ = grown
     ingested = sorted((copy.landing / "cards" / "transactions").glob("*.parquet"))[0]
+    table = copy.lake / "bronze" / "raw_cards__transactions"
+    before = copy.count(table)
+    run_dbt(copy.root, "build", "--select", "raw_cards__transactions")
+    assert copy.count(table) == before
+    compiled = next((copy.root / "target" / "compiled").rglob("raw_cards__transactions.sql"))
+    assert f"source_file not in ('{ingested.name}'" in compiled.read_text()
+
+    con = copy.duckdb()
+    try:
+        held = con.execute(
+            f"select count(*) from delta_scan('{table}') where source_file = ?", [ingested.name]
+        ).fetchone()[0]
+    finally:
+        con.close()
     stat = ingested.stat()
     rows = pq.read_table(ingested)
     changed = rows.slice(0, 7)
@@ -137,14 +152,23 @@ def test_incremental_bronze_skips_landing_files_it_already_holds(grown):
         pc.binary_join_element_wise(changed["transaction_id"], "-redelivered", ""),
     )
     pq.write_table(pa.concat_tables([rows, changed]), ingested)
-    os.utime(ingested, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    table = copy.lake / "bronze" / "raw_cards__transactions"
-    before = copy.count(table)
-    run_dbt(copy.root, "build", "--select", "raw_cards__transactions")
-    assert copy.count(table) == before
-    os.utime(ingested)
+    older = stat.st_mtime_ns - 86_400 * 10**9
+    os.utime(ingested, ns=(older, older))
     run_dbt(copy.root, "build", "--select", "raw_cards__transactions")
     assert copy.count(table) == before + 7
+    ledger = DeltaTable(str(copy.lake / "control" / "ingestion_ledger")).to_pyarrow_table()
+    entries = [
+        e
+        for e in ledger.to_pylist()
+        if (e["table_name"], e["source_file"]) == ("bronze/raw_cards__transactions", ingested.name)
+    ]
+    latest = max(entries, key=lambda e: e["recorded_at"])
+    assert latest["file_size"] == ingested.stat().st_size and latest["rows"] == held + 7
+    assert latest["file_modified_at"].timestamp() == older // 10**9
+    version = DeltaTable(str(table)).version()
+    run_dbt(copy.root, "build", "--select", "raw_cards__transactions")
+    assert copy.count(table) == before + 7 and DeltaTable(str(table)).version() == version
+    assert f"source_file not in ('{ingested.name}'" in compiled.read_text()
 
 
 def test_a_later_redelivery_of_a_transaction_keeps_its_first_delivery(grown):

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
-from privacy_lakehouse import retention
+from privacy_lakehouse import landing, retention
 from privacy_lakehouse.retention import RetentionError, RetentionRule, RetentionTarget, parse_rule
 from privacy_lakehouse.settings import load_settings
 
@@ -27,6 +27,7 @@ SUPPORT_KEEP_DAYS = 2555  # the demo's rule in dbt_project.yml
 CUTOFF = AS_OF - timedelta(days=SUPPORT_KEEP_DAYS)
 BRONZE_CASES = "bronze/raw_support__cases"
 SILVER_CASES = "silver/stg_support__cases"
+QUARANTINE = "bronze/raw_quarantine__records"
 TOKEN = re.compile(r"v[0-9]+:[0-9a-f]{32}")
 
 
@@ -102,10 +103,13 @@ def test_the_demo_declares_its_support_case_rule_and_every_build_enforces_it(dem
     targets = retention.targets_from_manifest(json.loads(lake.manifest.read_text()))
     rules = {t.table: t.rule for t in targets if t.rule}
     expected = RetentionRule(keep_days=SUPPORT_KEEP_DAYS, column="opened_at")
-    assert rules == {BRONZE_CASES: expected, SILVER_CASES: expected}
+    # The quarantined support cases expire on the same rule, counted from their ingestion.
+    quarantined = RetentionRule(keep_days=SUPPORT_KEEP_DAYS, column="ingested_at")
+    assert rules == {BRONZE_CASES: expected, SILVER_CASES: expected, QUARANTINE: quarantined}
+    assert [t.scope for t in targets if t.table == QUARANTINE] == [None, "support.cases"]
     # The session's build ran the hook as of today: the demo data (2024) is within 7 years.
     record = latest_evidence(demo.lake)
-    assert (record["trigger"], record["rules"], record["rows_deleted"]) == ("after_build", 2, 0)
+    assert (record["trigger"], record["rules"], record["rows_deleted"]) == ("after_build", 3, 0)
     assert len(record["tables"]) == len(targets)
 
 
@@ -179,7 +183,98 @@ def test_the_build_hook_deletes_exactly_the_expired_rows(lake):
     ]
     entry = [e for e in audit if e["action"] == "retention"][-1]
     assert entry["details"]["rows_deleted"] == record["rows_deleted"]
-    assert set(entry["object"]) == {BRONZE_CASES, SILVER_CASES}
+    # The quarantine's support rows are under the rule too (ingested today: none expired yet).
+    assert set(entry["object"]) == {BRONZE_CASES, SILVER_CASES, QUARANTINE}
+
+
+def ledger(lake_dir: Path, event: str) -> list[dict]:
+    rows = DeltaTable(str(lake_dir / "control" / "ingestion_ledger")).to_pyarrow_table()
+    return [r for r in rows.to_pylist() if r["event"] == event]
+
+
+def quarantine_counts(copy) -> dict[str, int]:
+    con = copy.duckdb()
+    try:
+        return dict(
+            con.execute(
+                f"select source_name, count(*) from delta_scan('{copy.lake / QUARANTINE}') "
+                "group by all"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+
+
+def test_expired_landing_files_are_not_ingested_again_and_can_be_purged(lake):
+    """As of 2040 every support case has expired, in bronze and (counted from its ingestion) in
+    quarantine. The next build reads none of their landing files again (before the ingestion
+    ledger, a file with no bronze row left was ingested anew and deleted again at every build),
+    and the landing purge accounts for the expired rows instead of keeping the files as a
+    mismatch for ever."""
+    copy = lake.copy
+    far = "{retention_as_of: '2040-01-01'}"
+    quarantined = quarantine_counts(copy)
+    assert quarantined["support.cases"] > 0 and len(quarantined) > 1
+    run_dbt(copy.root, "build", "--vars", far)
+    first = latest_evidence(copy.lake)
+    by_table = {(t["table"], t["source_name"]): t for t in first["tables"]}
+    assert case_counts(copy, BRONZE_CASES)[0] == 0
+    # The quarantine's support rows went on the support rule; other sources' rows stayed.
+    scoped = by_table[(QUARANTINE, "support.cases")]
+    assert scoped["rule"] == {"column": "ingested_at", "keep_days": SUPPORT_KEEP_DAYS}
+    assert scoped["rows_deleted"] == quarantined["support.cases"]
+    assert quarantine_counts(copy) == {k: v for k, v in quarantined.items() if k != "support.cases"}
+    commit = (
+        copy.lake / QUARANTINE / "_delta_log" / f"{scoped['version_after']:020d}.json"
+    ).read_text()
+    assert "support.cases" in commit and "ingested_at" in commit and not TOKEN.search(commit)
+    # The ledger holds what went, per landing file: names and counts.
+    expired = ledger(copy.lake, "expired")
+    landed = {
+        f["path"].rsplit("/", 1)[-1]: f
+        for f in copy.landing_summary["files"]
+        if f["source"] == "support_cases"
+    }
+    for name, generated in landed.items():
+        assert (
+            sum(
+                e["rows"]
+                for e in expired
+                if e["source_file"] == name and e["table_name"] == BRONZE_CASES
+            )
+            == generated["bronze_rows"]
+        )
+        assert (
+            sum(
+                e["rows"]
+                for e in expired
+                if e["source_file"] == name and e["table_name"] == QUARANTINE
+            )
+            == generated["quarantined_rows"]
+        )
+
+    versions = {t: DeltaTable(str(copy.lake / t)).version() for t in (BRONZE_CASES, QUARANTINE)}
+    run_dbt(copy.root, "build", "--vars", far)
+    second = {(t["table"], t["source_name"]): t for t in latest_evidence(copy.lake)["tables"]}
+    for key in ((BRONZE_CASES, None), (SILVER_CASES, None), (QUARANTINE, "support.cases")):
+        assert (second[key]["rows_total"], second[key]["rows_deleted"]) == (0, 0), key
+    assert {t: DeltaTable(str(copy.lake / t)).version() for t in versions} == versions
+    assert len(ledger(copy.lake, "expired")) == len(expired)
+
+    with copy.env():
+        plan = landing.purge_landing(settings=load_settings(), dry_run=True, keep_days=0)
+    files = {
+        f["path"].rsplit("/", 1)[-1]: f for f in plan["files"] if f["source"] == "support.cases"
+    }
+    assert set(files) == set(landed)
+    for name, entry in files.items():
+        assert (entry["bronze_rows"], entry["quarantine_rows"]) == (0, 0)
+        assert entry["expired_rows"] == entry["rows"] == landed[name]["rows"]
+    oldest, newest = sorted(files)
+    assert (files[oldest]["decision"], files[newest]["decision"]) == (
+        landing.PURGE,
+        landing.KEPT_NEWEST,
+    )
 
 
 def test_purpose_expiry_deletes_the_rows_of_subjects_without_consent(lake):
