@@ -14,6 +14,28 @@
     {%- if not is_incremental() or not execute -%}
         {{ return('true') }}
     {%- endif -%}
+    {%- set settled, changed = _landing_ingested_files(glob, where) -%}
+    {%- if not settled and not changed -%}
+        {{ return('true') }}
+    {%- endif -%}
+    (
+    {%- if settled %}
+        source_file not in ({{ _landing_file_list(settled) }})
+    {%- else %}
+        true
+    {%- endif %}
+    {%- if changed %}
+        and ingest_key not in (
+            select ingest_key from {{ this }}
+            where source_file in ({{ _landing_file_list(changed) }}) and ingest_key is not null
+        )
+    {%- endif %}
+    )
+{%- endmacro %}
+
+{#- [settled, changed]: names of the landing files matching `glob` that {{ this }} holds rows
+    from, unmodified since (settled) or modified since (changed). Only on an incremental run. -#}
+{% macro _landing_ingested_files(glob, where=none) -%}
     {%- set query -%}
         with ingested as (
             select source_file, max(ingested_at) as last_ingested_at
@@ -41,22 +63,7 @@
     {%- for row in table.rows -%}
         {%- do (changed if row[1] else settled).append(row[0]) -%}
     {%- endfor -%}
-    {%- if not settled and not changed -%}
-        {{ return('true') }}
-    {%- endif -%}
-    (
-    {%- if settled %}
-        source_file not in ({{ _landing_file_list(settled) }})
-    {%- else %}
-        true
-    {%- endif %}
-    {%- if changed %}
-        and ingest_key not in (
-            select ingest_key from {{ this }}
-            where source_file in ({{ _landing_file_list(changed) }}) and ingest_key is not null
-        )
-    {%- endif %}
-    )
+    {{ return([settled, changed]) }}
 {%- endmacro %}
 
 {% macro _landing_file_list(names) -%}
