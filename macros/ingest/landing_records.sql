@@ -14,6 +14,8 @@
   - raw_record: the row as delivered, for the quarantine only: the line (JSON lines) or the row
     as a STRUCT (tables), which landing_record_text turns into text once the rejects are
     filtered, so valid rows never pay for a JSON document;
+  - has_undeclared_column (tables only): whether the row has a value in a column the YAML does
+    not declare (the base models quarantine it as undeclared_column);
   - doc (JSON lines only): the line parsed once into a STRUCT of the VARCHAR `fields` (a field
     the line lacks is NULL), or NULL when the line is not a JSON object.
   No window over the rows and no JSON round trip for tables: this is the hot path of every build.
@@ -29,6 +31,11 @@
 {% macro duckdb__landing_records(source_name, table_name, format, fields) -%}
     {%- set relation = source(source_name, table_name) -%}
     {%- set columns = privacy_lakehouse.landing_declared_columns(source_name, table_name) -%}
+    {%- set literals = [] -%}
+    {%- for column in columns + ['filename'] -%}
+        {%- do literals.append(privacy_lakehouse._privacy_string_literal(column) | trim) -%}
+    {%- endfor -%}
+    {%- set declared = literals | join(', ') -%}
     {%- set structure = {} -%}
     {%- for field in fields -%}
         {%- do structure.update({field: 'VARCHAR'}) -%}
@@ -59,18 +66,32 @@
         {%- else %}
             {{ privacy_lakehouse.landing_record_hash(source_name, table_name, 'landing_row') }} as record_hash,
             landing_row as raw_record,
+            {#- A value in a column the YAML does not declare (a misspelled header, or a
+                header-less file whose first row became the header) would be dropped unseen:
+                the row is flagged for the quarantine instead. The columns are picked by a
+                lambda over their names, so no undeclared name (data, for a header-less file)
+                is written into SQL; functions only: DuckDB refuses operators on *COLUMNS. -#}
+            coalesce(length(coalesce(*columns(lambda c: c not in ({{ declared }})))) >= 0, false) as has_undeclared_column,
             {%- for column in columns %}
             landing_row.{{ adapter.quote(column) }}{% if not loop.last %},{% endif %}
             {%- endfor %}
         from (
-            select * from {{ relation }}
-            {#- Declared columns no file has yet (schema drift to come) read as NULL. #}
-            union all by name
             select
-            {%- for column in columns %}
-                cast(null as varchar) as {{ adapter.quote(column) }}{% if not loop.last %},{% endif %}
-            {%- endfor %}
-            where false
+                columns(lambda c: c in ({{ declared }})),
+                columns(lambda c: c not in ({{ declared }}))::varchar
+            from (
+                select * from {{ privacy_lakehouse.landing_readable_relation(source_name, table_name) }}
+                {#- Declared columns no file has yet (schema drift to come) read as NULL; the
+                    last column is undeclared and always NULL, so that the lambda above never
+                    selects no column (DuckDB refuses that). #}
+                union all by name
+                select
+                {%- for column in columns %}
+                    cast(null as varchar) as {{ adapter.quote(column) }},
+                {%- endfor %}
+                    cast(null as varchar) as pl_no_undeclared_column
+                where false
+            ) as delivered
         ) as landing_row
         {%- endif %}
     ) as described

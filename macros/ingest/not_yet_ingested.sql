@@ -11,12 +11,37 @@
   table's rows (the quarantine holds several sources).
 -#}
 {% macro not_yet_ingested(source_name, table_name, where=none) -%}
-    {%- set glob = landing_source_glob(source_name, table_name) -%}
-    {#- Named before the early return, so that parsing records the dependency. -#}
-    {%- set ledger_relation = source('control', 'ingestion_ledger') -%}
+    {#- Named before the early return, so that parsing records the dependencies. -#}
+    {%- do landing_source_glob(source_name, table_name) -%}
+    {%- do source('control', 'ingestion_ledger') -%}
     {%- if not is_incremental() or not execute -%}
         {{ return('true') }}
     {%- endif -%}
+    {%- set settled, changed = _landing_ingested_files(source_name, table_name, where) -%}
+    {%- if not settled and not changed -%}
+        {{ return('true') }}
+    {%- endif -%}
+    (
+    {%- if settled %}
+        source_file not in ({{ _landing_file_list(settled) }})
+    {%- else %}
+        true
+    {%- endif %}
+    {%- if changed %}
+        and ingest_key not in (
+            select ingest_key from {{ this }}
+            where source_file in ({{ _landing_file_list(changed) }}) and ingest_key is not null
+        )
+    {%- endif %}
+    )
+{%- endmacro %}
+
+{#- [settled, changed]: names of the landing source's files that {{ this }} took (by the ledger,
+    else by its rows), unmodified since (settled) or modified since (changed). Only on an
+    incremental run. -#}
+{% macro _landing_ingested_files(source_name, table_name, where=none) -%}
+    {%- set glob = landing_source_glob(source_name, table_name) -%}
+    {%- set ledger_relation = source('control', 'ingestion_ledger') -%}
     {%- set query -%}
         with ledger as (
             select source_file, file_size, file_modified_at
@@ -61,22 +86,7 @@
     {%- for row in table.rows -%}
         {%- do (changed if row[1] else settled).append(row[0]) -%}
     {%- endfor -%}
-    {%- if not settled and not changed -%}
-        {{ return('true') }}
-    {%- endif -%}
-    (
-    {%- if settled %}
-        source_file not in ({{ _landing_file_list(settled) }})
-    {%- else %}
-        true
-    {%- endif %}
-    {%- if changed %}
-        and ingest_key not in (
-            select ingest_key from {{ this }}
-            where source_file in ({{ _landing_file_list(changed) }}) and ingest_key is not null
-        )
-    {%- endif %}
-    )
+    {{ return([settled, changed]) }}
 {%- endmacro %}
 
 {% macro _landing_file_list(names) -%}

@@ -104,7 +104,7 @@ def register_project_functions(conn: duckdb.DuckDBPyConnection, *, audit_log: An
     anything is decrypted. The log file is created here if missing, so models that read it
     work from the first build on.
     """
-    from privacy_lakehouse import build_evidence, duckdb_functions, policy
+    from privacy_lakehouse import build_evidence, duckdb_functions, landing, policy
     from privacy_lakehouse.audit_log import AuditLog
     from privacy_lakehouse.keyring import DEFAULT_DECRYPT_PURPOSES, Keyring
 
@@ -116,3 +116,4 @@ def register_project_functions(conn: duckdb.DuckDBPyConnection, *, audit_log: An
     )
     duckdb_functions.register(conn, keyring)
     policy.register(conn)
+    landing.register(conn)

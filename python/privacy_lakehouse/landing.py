@@ -80,18 +80,35 @@ class LandingSource:
     lines: bool  # JSON lines read as text (one `line` column), else one column per field
     columns: tuple[str, ...] = ()  # the columns a table source declares in its YAML
 
-    def relation(self, landing_dir: Path) -> str:
-        """How dbt reads the source (its external_location)."""
-        return self.reader.format(glob=_sql_string(f"{landing_dir}/{self.folder}/{self.pattern}"))
+    def relation(self, landing_dir: Path, file: Path | None = None) -> str:
+        """How dbt reads the source (its external_location); of one file when `file` is given."""
+        glob = str(file) if file else f"{landing_dir}/{self.folder}/{self.pattern}"
+        return self.reader.format(glob=_sql_string(glob))
 
-    def rows(self, landing_dir: Path) -> str:
+    def rows(self, landing_dir: Path, file: Path | None = None) -> str:
         """The landing rows as landing_records sees them: a declared column missing from every
         file reads as NULL."""
-        relation = self.relation(landing_dir)
+        relation = self.relation(landing_dir, file)
         if self.lines:
             return relation
         nulls = ", ".join(f"cast(null as varchar) as {_quote(c)}" for c in self.columns)
         return f"(select * from {relation} union all by name select {nulls} where false)"
+
+    @property
+    def skips_rows(self) -> bool:
+        """A CSV source: its reader skips ragged or unparseable rows, which the quarantine
+        collects (macros/ingest/stage_landing_rejects.sql) and which are rows of the file."""
+        return not self.lines and self.reader.startswith("read_csv(")
+
+    def skipped_rows(self, file: Path) -> str:
+        """The reader of one file that records the rows it skips (as the quarantine's pre-hook
+        does): the source's options without union_by_name, which store_rejects refuses."""
+        relation = self.reader.format(glob=_sql_string(str(file)))
+        options = relation[: -len(")")].replace(", union_by_name=true", "")
+        return (
+            f"{options}, store_rejects=true, rejects_scan='pl_purge_rejects_scan', "
+            "rejects_table='pl_purge_rejects')"
+        )
 
     @property
     def customer_id(self) -> str:
@@ -116,7 +133,10 @@ class LandingSource:
         return f"pl_token(md5(concat_ws(chr(31), {fields})), {_sql_string(RECORD_SALT)})"
 
 
-_CSV = "read_csv({glob}, header=true, all_varchar=true, union_by_name=true, filename=true)"
+_CSV = (
+    "read_csv({glob}, delim=',', quote='\"', escape='\"', header=true, all_varchar=true, "
+    "union_by_name=true, filename=true, ignore_errors=true)"
+)
 _JSON_LINES = (
     "read_csv({glob}, delim='\\x01', quote='', escape='', header=false, names=['line'], "
     "all_varchar=true, union_by_name=true, filename=true)"
@@ -311,7 +331,7 @@ def account_landing_files(
     moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     # bronze.ingested_at is a local wall-clock timestamp (cast(now() as timestamp) in DuckDB).
     cutoff = (moment - keep).astimezone().replace(tzinfo=None)
-    lake = settings.lake_dir
+    lake, landing_dir = settings.lake_dir, settings.landing_dir
     conn = connect(extension_dir=lake / "_duckdb_extensions")
     tombstones = _has_tombstones(lake)
     if tombstones:
@@ -336,13 +356,24 @@ def account_landing_files(
                 continue
             in_bronze = _counts_by_file(conn, lake / source.bronze_table, None)
             in_quarantine = _counts_by_file(conn, quarantine, source.name)
-            relation = source.rows(settings.landing_dir)
+            unreadable: set[str] = set()
             try:
                 # The source read exactly as dbt reads it, so rows and hashes agree with bronze.
-                rows = _rows_by_file(conn, relation)
-                erased = _erased_rows(conn, relation, source, lake) if tombstones else {}
+                rows, erased = _read_source(conn, source, landing_dir, files, lake, tombstones)
             except duckdb.Error:
-                rows = None
+                # One unreadable file (a truncated Parquet file, which the build skips) fails the
+                # read of them all: read each on its own, and keep every file that fails.
+                rows, erased = {}, {}
+                for path in files:
+                    try:
+                        found = _read_source(
+                            conn, source, landing_dir, [path], lake, tombstones, single=True
+                        )
+                    except duckdb.Error:
+                        unreadable.add(str(path))
+                        continue
+                    rows.update(found[0])
+                    erased.update(found[1])
             for index, path in enumerate(files):
                 account = FileAccount(
                     path=path.relative_to(settings.landing_dir).as_posix(), source=source.name
@@ -358,7 +389,7 @@ def account_landing_files(
                 latest = max((t for t in (bronze_latest, quarantine_latest) if t), default=None)
                 latest = latest or recorded.get((source.name, path.name))
                 account.last_ingested_at = latest.isoformat(sep=" ") if latest else None
-                if rows is None:
+                if str(path) in unreadable:
                     account.decision = KEPT_UNREADABLE
                     continue
                 account.rows = rows.get(str(path), 0)
@@ -380,8 +411,70 @@ def account_landing_files(
     return accounts
 
 
+def _read_source(
+    conn,
+    source: LandingSource,
+    landing_dir: Path,
+    files: list[Path],
+    lake: Path,
+    tombstones: bool,
+    *,
+    single: bool = False,
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Rows and erased rows by file: the rows the source's reader returns plus, for CSV, the
+    rows it skips (the quarantine holds those as ragged_row or unparseable_line)."""
+    file = files[0] if single else None
+    relation = source.rows(landing_dir, file)
+    rows = _rows_by_file(conn, relation)
+    erased = _erased_rows(conn, relation, source, lake) if tombstones else {}
+    if source.skips_rows:
+        for path in files:
+            skipped = _skipped_rows(conn, source, path)
+            if skipped:
+                rows[str(path)] = rows.get(str(path), 0) + len(skipped)
+            if skipped and tombstones:
+                gone = _erased_skipped_rows(conn, skipped, lake)
+                if gone:
+                    erased[str(path)] = erased.get(str(path), 0) + gone
+    return rows, erased
+
+
 def _rows_by_file(conn, relation: str) -> dict[str, int]:
     return dict(conn.execute(f"select filename, count(*) from {relation} group by all").fetchall())
+
+
+def _skipped_rows(conn, source: LandingSource, path: Path) -> list[str]:
+    """The text of each row the CSV reader skips in one file (one entry per row)."""
+    conn.execute(
+        "drop table if exists pl_purge_rejects; drop table if exists pl_purge_rejects_scan;"
+    )
+    conn.execute(f"select count(*) from {source.skipped_rows(path)}").fetchall()
+    tables = conn.execute(
+        "select count(*) from duckdb_tables() where temporary and table_name = 'pl_purge_rejects'"
+    ).fetchone()[0]
+    if not tables:
+        return []
+    try:
+        return [
+            line
+            for (line,) in conn.execute(
+                "select any_value(csv_line) from pl_purge_rejects group by scan_id, file_id, line"
+            ).fetchall()
+        ]
+    finally:
+        conn.execute("drop table pl_purge_rejects; drop table pl_purge_rejects_scan")
+
+
+def _erased_skipped_rows(conn, lines: list[str], lake: Path) -> int:
+    """Skipped rows erased by their record hash (they name no customer in the quarantine)."""
+    tombstones = _sql_string(str(lake / TOMBSTONE_TABLE))
+    return conn.execute(
+        f"select count(*) from (select unnest($lines) as line) where pl_token("
+        f"{_sql_string(RECORD_TOMBSTONE_PREFIX)} || pl_token(md5(coalesce(line, '')), "
+        f"{_sql_string(RECORD_SALT)}), 'tombstone') in (select tombstone_token from "
+        f"delta_scan({tombstones}))",
+        {"lines": lines},
+    ).fetchone()[0]
 
 
 def _erased_rows(conn, relation: str, source: LandingSource, lake: Path) -> dict[str, int]:
@@ -398,6 +491,36 @@ def _erased_rows(conn, relation: str, source: LandingSource, lake: Path) -> dict
             f"{tombstones}) or pl_token({prefix} || record_hash, 'tombstone') in {tombstones} "
             "group by all"
         ).fetchall()
+    )
+
+
+def register(conn: duckdb.DuckDBPyConnection) -> None:
+    """pl_landing_file_readable(path): whether a Parquet landing file's footer can be read.
+    The build skips, with a warning, a file it cannot read (macros/ingest/
+    landing_readable_relation.sql) instead of failing every source's quarantine on it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def readable(paths):  # no annotations: DuckDB resolves them in this module
+        results = []
+        for path in paths.to_pylist():
+            try:
+                pq.read_metadata(path)
+            except Exception:  # noqa: BLE001 - any failure means the file cannot be read
+                results.append(False)
+            else:
+                results.append(True)
+        return pa.array(results, pa.bool_())
+
+    with contextlib.suppress(duckdb.InvalidInputException):
+        conn.remove_function("pl_landing_file_readable")
+    conn.create_function(
+        "pl_landing_file_readable",
+        readable,
+        [duckdb.sqltype("VARCHAR")],
+        duckdb.sqltype("BOOLEAN"),
+        type="arrow",
+        side_effects=True,  # the file may change between two calls
     )
 
 

@@ -1,4 +1,10 @@
-{{ config(incremental_strategy='append', cluster_by='subject_token') }}
+{%- set csv_sources = [('core_banking', 'customers'), ('core_banking', 'accounts')] %}
+{{ config(
+    incremental_strategy='append',
+    cluster_by='subject_token',
+    pre_hook=["{{ stage_landing_rejects('core_banking', 'customers') }}", "{{ stage_landing_rejects('core_banking', 'accounts') }}"],
+    post_hook=["{{ release_landing_rejects('core_banking', 'customers') }}", "{{ release_landing_rejects('core_banking', 'accounts') }}", "{{ warn_quarantined_rows() }}"]
+) }}
 -- Every landing row that broke its source contract, with a reason code. Never dropped: landing
 -- rows = bronze rows + quarantined rows. The row itself is kept only as ciphertext, under the
 -- customer's key when the row names one (so erasure reaches it), else under a per-file key.
@@ -27,6 +33,31 @@ rejected as (
         reject_reason is not null
         and (customer_id is null or {{ not_erased('customer_id') }})
         and {{ not_yet_ingested(source_name, table_name, where="source_name = '" ~ source_name ~ "." ~ table_name ~ "'") }}
+    union all
+    {%- endfor %}
+    {%- for source_name, table_name in csv_sources %}
+    -- Rows the CSV reader skipped (ragged or unparseable), staged by the pre-hook; no customer
+    -- is parsed from them, so they are encrypted under the per-file key (erasure finds them by
+    -- content, as every quarantined row that names no customer).
+    select
+        '{{ source_name }}.{{ table_name }}' as source_name,
+        source_file,
+        record_hash,
+        reject_reason,
+        cast(null as varchar) as customer_id,
+        raw_record
+    from (
+        select
+            *,
+            {{ landing_ingest_key('source_file', 'record_hash') }} as ingest_key
+        from (
+            select
+                *,
+                {{ landing_record_hash(source_name, table_name, 'raw_record', 'jsonl') }} as record_hash
+            from {{ landing_rejects_table(source_name, table_name) }}
+        ) as hashed
+    ) as skipped
+    where {{ not_yet_ingested(source_name, table_name, where="source_name = '" ~ source_name ~ "." ~ table_name ~ "'") }}
     {%- if not loop.last %}
     union all
     {%- endif %}

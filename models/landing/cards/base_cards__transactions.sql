@@ -11,6 +11,7 @@ parsed as (
         record_hash,
         ingest_key,
         raw_record,
+        has_undeclared_column,
         nullif(trim(transaction_id), '') as transaction_id,
         nullif(trim(account_id), '') as account_id,
         nullif(trim(customer_id), '') as customer_id,
@@ -28,6 +29,8 @@ parsed as (
 select
     *,
     case
+        -- first: a header-less file's rows also lack their key; the cause is the header
+        when has_undeclared_column then 'undeclared_column'
         when transaction_id is null or customer_id is null or card_number is null then 'missing_key'
         when not {{ is_valid_timestamp('transaction_ts') }} then 'malformed_date'
         when channel not in ('pos', 'online', 'atm') or channel is null then 'unknown_enum'

@@ -12,6 +12,7 @@ parsed as (
         record_hash,
         ingest_key,
         raw_record,
+        has_undeclared_column,
         -- direct identifiers (tokenized and encrypted in bronze)
         nullif(trim(customer_id), '') as customer_id,
         first_name,
@@ -34,6 +35,8 @@ parsed as (
 select
     *,
     case
+        -- first: a header-less file's rows also lack their key; the cause is the header
+        when has_undeclared_column then 'undeclared_column'
         when customer_id is null then 'missing_key'
         when not {{ is_valid_timestamp('birth_date', '%Y-%m-%d') }} then 'malformed_date'
         when not {{ is_valid_timestamp('created_at') }} then 'malformed_date'
