@@ -281,7 +281,10 @@ def test_a_missing_master_key_file_fails_clearly(demo_keys):
     with pytest.raises(MasterKeyError) as failure:
         Keyring.open(load_settings())
     message = str(failure.value)
-    assert "does not open the key store" in message and "local development key file" in message
+    # Refused, never answered with a new key (which would not open the store either).
+    assert "master key of the existing key store" in message and "is missing" in message
+    assert "PRIVACY_LAKEHOUSE_MASTER_KEY" in message
+    assert not (keys / "master.key").exists()
     assert_no_secret_text(message, secrets)
 
 
