@@ -494,23 +494,26 @@ def _erased_rows(conn, relation: str, source: LandingSource, lake: Path) -> dict
     )
 
 
+def parquet_footer_readable(path: str | os.PathLike) -> bool:
+    """Whether a Parquet landing file's footer can be read: the build and the erasure's landing
+    search skip a file that fails (truncated, not Parquet) instead of failing on it."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except Exception:  # noqa: BLE001 - any failure means the file cannot be read
+        return False
+    return True
+
+
 def register(conn: duckdb.DuckDBPyConnection) -> None:
     """pl_landing_file_readable(path): whether a Parquet landing file's footer can be read.
     The build skips, with a warning, a file it cannot read (macros/ingest/
     landing_readable_relation.sql) instead of failing every source's quarantine on it."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     def readable(paths):  # no annotations: DuckDB resolves them in this module
-        results = []
-        for path in paths.to_pylist():
-            try:
-                pq.read_metadata(path)
-            except Exception:  # noqa: BLE001 - any failure means the file cannot be read
-                results.append(False)
-            else:
-                results.append(True)
-        return pa.array(results, pa.bool_())
+        return pa.array([parquet_footer_readable(p) for p in paths.to_pylist()], pa.bool_())
 
     with contextlib.suppress(duckdb.InvalidInputException):
         conn.remove_function("pl_landing_file_readable")
