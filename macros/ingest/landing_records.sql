@@ -39,6 +39,7 @@
         {%- do literals.append(privacy_lakehouse._privacy_string_literal(column) | trim) -%}
     {%- endfor -%}
     {%- set declared = literals | join(', ') -%}
+    {%- set undeclared = 'coalesce(length(coalesce(*columns(lambda c: c not in (' ~ declared ~ ')))) >= 0, false)' -%}
     {%- set structure = {} -%}
     {%- for field in fields -%}
         {%- do structure.update({field: 'JSON'}) -%}
@@ -84,14 +85,14 @@
             from {{ relation }}
         ) as landing_row
         {%- else %}
-            {{ privacy_lakehouse.landing_record_hash(source_name, table_name, 'landing_row') }} as record_hash,
+            {{ privacy_lakehouse.landing_record_hash(source_name, table_name, 'landing_row', whole_row_when=undeclared) }} as record_hash,
             landing_row as raw_record,
             {#- A value in a column the YAML does not declare (a misspelled header, or a
                 header-less file whose first row became the header) would be dropped unseen:
                 the row is flagged for the quarantine instead. The columns are picked by a
                 lambda over their names, so no undeclared name (data, for a header-less file)
                 is written into SQL; functions only: DuckDB refuses operators on *COLUMNS. -#}
-            coalesce(length(coalesce(*columns(lambda c: c not in ({{ declared }})))) >= 0, false) as has_undeclared_column,
+            {{ undeclared }} as has_undeclared_column,
             {%- for column in columns %}
             landing_row.{{ adapter.quote(column) }}{% if not loop.last %},{% endif %}
             {%- endfor %}
@@ -142,7 +143,7 @@
 {#- A landing row's record hash: the 'record' token of the MD5 of the line (JSON lines), or of the
     non-null declared fields of the row as name=value in name order (tables). `row` is the line, or the row's alias or
     STRUCT. The quarantine hashes its rejected rows itself, after filtering, with this macro. -#}
-{% macro landing_record_hash(source_name, table_name, row, format='table') -%}
+{% macro landing_record_hash(source_name, table_name, row, format='table', whole_row_when=none) -%}
     {%- if format == 'jsonl' -%}
         {#- coalesce: an empty line reads as NULL; it is still a landing row with a key -#}
         {%- set digest = "md5(coalesce(" ~ row ~ ", ''))" -%}
@@ -152,12 +153,30 @@
             {%- do fields.append("'" ~ column ~ "=' || " ~ row ~ "." ~ adapter.quote(column)) -%}
         {%- endfor -%}
         {%- set digest = "md5(concat_ws(chr(31), " ~ fields | join(", ") ~ "))" -%}
+        {#- A row with values in undeclared columns (whole_row_when: a condition on `row`) is
+            hashed over every non-null field, named or not: the rows of a header-less file have
+            no declared field at all, and would otherwise share one hash, so that erasing one
+            of them by its record would take the others too. -#}
+        {%- if whole_row_when -%}
+            {%- set digest = "case when " ~ whole_row_when ~ " then md5('*' || " ~ landing_row_text(row) ~ ") else " ~ digest ~ " end" -%}
+        {%- endif -%}
     {%- endif -%}
     {#- Keyed: bronze keeps most of a row's fields in clear beside this hash, so a plain md5
         would give the row's identifiers back to anyone who hashes the few candidates (customer
         numbers are short). The 'record' salt is never rotated: ingest keys and tombstones of
         records rest on it. -#}
     {{ salted_hash(digest, 'record') }}
+{%- endmacro %}
+
+{#- Every non-null field of a table row (a STRUCT) as name=value, in name order, the file name
+    left out: the same text whatever the order of the columns the files were read in. The
+    fields' names are read from the row, never written into SQL. No NOT or IS NULL: DuckDB
+    refuses them in an expression that unpacks *COLUMNS. Mirrored by the landing purge
+    (privacy_lakehouse.landing.LandingSource.record_hash). -#}
+{% macro landing_row_text(row) -%}
+    array_to_string(list_transform(list_filter(list_sort(map_entries(json_transform(
+        json_merge_patch(to_json({{ row }}), '{"filename": null}'), '"MAP(VARCHAR, VARCHAR)"'
+    ))), entry -> length(entry.value) >= 0), entry -> entry.key || '=' || entry.value), chr(31))
 {%- endmacro %}
 
 {#- The identity of a landing row in bronze: file name + record hash. -#}

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import duckdb
 import pytest
 from deltalake import DeltaTable
-from privacy_lakehouse import landing
+from privacy_lakehouse import erasure, landing
 from privacy_lakehouse.keyring import Keyring
 from privacy_lakehouse.landing import KEPT_UNREADABLE, purge_landing
 from privacy_lakehouse.settings import load_settings
@@ -223,3 +223,30 @@ def test_the_purge_counts_the_rows_the_csv_reader_skips(tmp_path):
     con = duckdb.connect()
     assert landing._rows_by_file(con, source.rows(tmp_path, file)) == {str(file): 3}
     assert sorted(landing._skipped_rows(con, source, file)) == sorted(RAGGED.split("\n")[3:5])
+
+
+# Last in this module: it changes the shared lake.
+def test_erasing_a_subject_of_a_headerless_file_takes_only_their_row(malformed):
+    """The rows of a header-less file have no declared field: hashed over their declared
+    fields only they all shared one record hash, and erasing one by its record took the
+    others too (and its tombstone kept every later such row out)."""
+    rows = malformed.rows("customers_x002_headerless.csv")
+    assert len({r["record_hash"] for r in rows}) == 2
+    with malformed.lake.env():
+        settings = load_settings()
+        evidence = erasure.erase_subjects([{"customer_id": "H-9102"}], settings=settings)
+        assert evidence["requests"][0]["status"] == "erased"
+        purge = purge_landing(settings=settings, dry_run=True, keep_days=0)
+    quarantine = DeltaTable(str(malformed.lake.lake / "bronze" / "raw_quarantine__records"))
+    left = [
+        r
+        for r in quarantine.to_pyarrow_table().to_pylist()
+        if r["source_file"] == "customers_x002_headerless.csv"
+    ]
+    (kept,) = left
+    (text,) = decrypted(malformed.lake, left)
+    assert "H-9103" in text and "H-9102" not in text
+    # The purge counts the erased row by its tombstone: the file is accounted for.
+    by_path = {entry["path"]: entry for entry in purge["files"]}
+    account = by_path[f"{CUSTOMERS}/customers_x002_headerless.csv"]
+    assert (account["rows"], account["quarantine_rows"], account["erased_rows"]) == (2, 1, 1)
