@@ -17,7 +17,10 @@
   - has_undeclared_column (tables only): whether the row has a value in a column the YAML does
     not declare (the base models quarantine it as undeclared_column);
   - doc (JSON lines only): the line parsed once into a STRUCT of the VARCHAR `fields` (a field
-    the line lacks is NULL), or NULL when the line is not a JSON object.
+    the line lacks is NULL), or NULL when the line is not a JSON object;
+  - doc_wrong_type (JSON lines only): true when a field holds a JSON boolean, array or object,
+    which no field of a landing contract is (a string or a number is); that field reads as NULL
+    in doc, so a structured customer_id never becomes a subject.
   No window over the rows and no JSON round trip for tables: this is the hot path of every build.
 -#}
 {% macro landing_records(source_name, table_name, format='table', fields=[]) -%}
@@ -36,9 +39,10 @@
         {%- do literals.append(privacy_lakehouse._privacy_string_literal(column) | trim) -%}
     {%- endfor -%}
     {%- set declared = literals | join(', ') -%}
+    {%- set undeclared = 'coalesce(length(coalesce(*columns(lambda c: c not in (' ~ declared ~ ')))) >= 0, false)' -%}
     {%- set structure = {} -%}
     {%- for field in fields -%}
-        {%- do structure.update({field: 'VARCHAR'}) -%}
+        {%- do structure.update({field: 'JSON'}) -%}
     {%- endfor -%}
     {%- if format == 'jsonl' and not fields -%}
         {{ exceptions.raise_compiler_error("landing_records: JSON lines source " ~ source_name ~ "." ~ table_name ~ " needs the fields to parse") }}
@@ -50,28 +54,45 @@
         select
             regexp_extract(landing_row.filename, '[^/]+$') as source_file,
         {%- if format == 'jsonl' %}
-            {#- try_cast, not `json_valid(line) and ...`: DuckDB may reorder that conjunction
-                when it pushes a filter on doc down, and then json_type fails on a truncated
-                line (seen at 1M rows). try_cast makes every branch safe to evaluate.
-                unnest([...]) is an optimization barrier: without it DuckDB copies the parse
-                into every pushed-down filter that reads a field, parsing each line about
-                eight times (2x slower at 10M rows). -#}
-            unnest([case
-                when json_type(try_cast(landing_row.line as json)) = 'OBJECT'
-                    then json_transform(try_cast(landing_row.line as json), {{ privacy_lakehouse._privacy_string_literal(tojson(structure)) }})
-            end]) as doc,
-            landing_row.line as raw_record,
-            {{ privacy_lakehouse.landing_record_hash(source_name, table_name, 'landing_row.line', format) }} as record_hash
-        from {{ relation }} as landing_row
+            {#- Each field as JSON first, so its type is known; then the text of the scalars. -#}
+            case when doc_json is not null then struct_pack(
+            {%- for field in fields %}
+                {{ adapter.quote(field) }} := case when not {{ _json_structured('doc_json.' ~ adapter.quote(field)) }} then doc_json.{{ adapter.quote(field) }} ->> '$' end{% if not loop.last %},{% endif %}
+            {%- endfor %}
+            ) end as doc,
+            case when doc_json is not null then (
+            {%- for field in fields %}
+                {{ _json_structured('doc_json.' ~ adapter.quote(field)) }}{% if not loop.last %} or{% endif %}
+            {%- endfor %}
+            ) end as doc_wrong_type,
+            raw_record,
+            record_hash
+        from (
+            select
+                filename,
+                {#- try_cast, not `json_valid(line) and ...`: DuckDB may reorder that conjunction
+                    when it pushes a filter on doc down, and then json_type fails on a truncated
+                    line (seen at 1M rows). try_cast makes every branch safe to evaluate.
+                    unnest([...]) is an optimization barrier: without it DuckDB copies the parse
+                    into every pushed-down filter that reads a field, parsing each line about
+                    eight times (2x slower at 10M rows). -#}
+                unnest([case
+                    when json_type(try_cast(line as json)) = 'OBJECT'
+                        then json_transform(try_cast(line as json), {{ privacy_lakehouse._privacy_string_literal(tojson(structure)) }})
+                end]) as doc_json,
+                line as raw_record,
+                {{ privacy_lakehouse.landing_record_hash(source_name, table_name, 'line', format) }} as record_hash
+            from {{ relation }}
+        ) as landing_row
         {%- else %}
-            {{ privacy_lakehouse.landing_record_hash(source_name, table_name, 'landing_row') }} as record_hash,
+            {{ privacy_lakehouse.landing_record_hash(source_name, table_name, 'landing_row', whole_row_when=undeclared) }} as record_hash,
             landing_row as raw_record,
             {#- A value in a column the YAML does not declare (a misspelled header, or a
                 header-less file whose first row became the header) would be dropped unseen:
                 the row is flagged for the quarantine instead. The columns are picked by a
                 lambda over their names, so no undeclared name (data, for a header-less file)
                 is written into SQL; functions only: DuckDB refuses operators on *COLUMNS. -#}
-            coalesce(length(coalesce(*columns(lambda c: c not in ({{ declared }})))) >= 0, false) as has_undeclared_column,
+            {{ undeclared }} as has_undeclared_column,
             {%- for column in columns %}
             landing_row.{{ adapter.quote(column) }}{% if not loop.last %},{% endif %}
             {%- endfor %}
@@ -122,7 +143,7 @@
 {#- A landing row's record hash: the 'record' token of the MD5 of the line (JSON lines), or of the
     non-null declared fields of the row as name=value in name order (tables). `row` is the line, or the row's alias or
     STRUCT. The quarantine hashes its rejected rows itself, after filtering, with this macro. -#}
-{% macro landing_record_hash(source_name, table_name, row, format='table') -%}
+{% macro landing_record_hash(source_name, table_name, row, format='table', whole_row_when=none) -%}
     {%- if format == 'jsonl' -%}
         {#- coalesce: an empty line reads as NULL; it is still a landing row with a key -#}
         {%- set digest = "md5(coalesce(" ~ row ~ ", ''))" -%}
@@ -132,6 +153,13 @@
             {%- do fields.append("'" ~ column ~ "=' || " ~ row ~ "." ~ adapter.quote(column)) -%}
         {%- endfor -%}
         {%- set digest = "md5(concat_ws(chr(31), " ~ fields | join(", ") ~ "))" -%}
+        {#- A row with values in undeclared columns (whole_row_when: a condition on `row`) is
+            hashed over every non-null field, named or not: the rows of a header-less file have
+            no declared field at all, and would otherwise share one hash, so that erasing one
+            of them by its record would take the others too. -#}
+        {%- if whole_row_when -%}
+            {%- set digest = "case when " ~ whole_row_when ~ " then md5('*' || " ~ landing_row_text(row) ~ ") else " ~ digest ~ " end" -%}
+        {%- endif -%}
     {%- endif -%}
     {#- Keyed: bronze keeps most of a row's fields in clear beside this hash, so a plain md5
         would give the row's identifiers back to anyone who hashes the few candidates (customer
@@ -140,7 +168,23 @@
     {{ salted_hash(digest, 'record') }}
 {%- endmacro %}
 
+{#- Every non-null field of a table row (a STRUCT) as name=value, in name order, the file name
+    left out: the same text whatever the order of the columns the files were read in. The
+    fields' names are read from the row, never written into SQL. No NOT or IS NULL: DuckDB
+    refuses them in an expression that unpacks *COLUMNS. Mirrored by the landing purge
+    (privacy_lakehouse.landing.LandingSource.record_hash). -#}
+{% macro landing_row_text(row) -%}
+    array_to_string(list_transform(list_filter(list_sort(map_entries(json_transform(
+        json_merge_patch(to_json({{ row }}), '{"filename": null}'), '"MAP(VARCHAR, VARCHAR)"'
+    ))), entry -> length(entry.value) >= 0), entry -> entry.key || '=' || entry.value), chr(31))
+{%- endmacro %}
+
 {#- The identity of a landing row in bronze: file name + record hash. -#}
 {% macro landing_ingest_key(source_file, record_hash) -%}
     md5({{ source_file }} || '|' || {{ record_hash }})
+{%- endmacro %}
+
+{#- True when a JSON value (of a json_transform to JSON) is a boolean, array or object. -#}
+{% macro _json_structured(value) -%}
+    coalesce(json_type({{ value }}) in ('BOOLEAN', 'ARRAY', 'OBJECT'), false)
 {%- endmacro %}

@@ -1,9 +1,10 @@
 {#- Post-hook of the quarantine: a warning per source table and reason for the rows this build
     quarantined because their landing file is malformed (a row with more or fewer fields than
-    its header, or a value in a column the source does not declare: a misspelled or header-less
-    file). Counts and names of files only: never a value, nor an undeclared column's name
-    (a header-less file's "names" are its first row). -#}
-{% macro warn_quarantined_rows(reasons=['ragged_row', 'undeclared_column']) -%}
+    its header, a value in a column the source does not declare: a misspelled or header-less
+    file, or a JSON boolean, array or object where a field's text belongs). Counts and names of
+    files only: never a value, nor an undeclared column's name (a header-less file's "names"
+    are its first row). -#}
+{% macro warn_quarantined_rows(reasons=['ragged_row', 'undeclared_column', 'wrong_type']) -%}
     {%- if not execute -%}
         {{ return('') }}
     {%- endif -%}

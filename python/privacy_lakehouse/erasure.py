@@ -724,18 +724,22 @@ class _Resolver:
 
 
 def _landing_files(landing_dir: Path, folder: str, fmt: str) -> list[str]:
+    from privacy_lakehouse.landing import parquet_footer_readable
+
     suffix = ".csv" if fmt == "csv" else ".parquet"
     base = landing_dir / folder
-    return sorted(str(p) for p in base.glob(f"*{suffix}")) if base.is_dir() else []
+    files = sorted(str(p) for p in base.glob(f"*{suffix}")) if base.is_dir() else []
+    # The build skips a Parquet file it cannot read; one such file would fail the whole read.
+    return [f for f in files if fmt != "parquet" or parquet_footer_readable(f)]
 
 
-def _landing_relation(fmt: str) -> str:
-    if fmt == "csv":
-        return (
-            "read_csv($files, all_varchar = true, header = true, union_by_name = true, "
-            "filename = true, ignore_errors = true)"
-        )
-    return "read_parquet($files, union_by_name = true, filename = true)"
+def _landing_relation(folder: str) -> str:
+    """The landing files as the build reads them (the source's reader, over `$files`): with
+    DuckDB's dialect sniffer instead, one ragged row could make it misread a whole file."""
+    from privacy_lakehouse.landing import LANDING_SOURCES
+
+    source = next(s for s in LANDING_SOURCES if s.folder == folder)
+    return source.reader.format(glob="$files")
 
 
 def _landing_customers_by_email(landing_dir: Path, forms: set[str]) -> set[str]:
@@ -748,7 +752,8 @@ def _landing_customers_by_email(landing_dir: Path, forms: set[str]) -> set[str]:
     try:
         conn.register("pl_forms", pa.table({"email": sorted(forms)}))
         rows = conn.execute(
-            f"select distinct nullif(trim(customer_id), '') from {_landing_relation('csv')} "
+            f"select distinct nullif(trim(customer_id), '') "
+            f"from {_landing_relation('core_banking/customers')} "
             "where lower(trim(email)) in (select email from pl_forms)",
             {"files": files},
         ).fetchall()
@@ -771,7 +776,7 @@ def _landing_identifiers(landing_dir: Path, subjects: Sequence[_Subject]) -> Non
             files = _landing_files(landing_dir, folder, fmt)
             if not files:
                 continue
-            relation = _landing_relation(fmt)
+            relation = _landing_relation(folder)
             available = {
                 row[0]
                 for row in conn.execute(

@@ -91,8 +91,20 @@ class LandingSource:
         relation = self.relation(landing_dir, file)
         if self.lines:
             return relation
+        # Plus one undeclared column, always NULL, so that has_undeclared_column always has
+        # a column to look at (as landing_records.sql does).
         nulls = ", ".join(f"cast(null as varchar) as {_quote(c)}" for c in self.columns)
-        return f"(select * from {relation} union all by name select {nulls} where false)"
+        return (
+            f"(select * from {relation} union all by name select {nulls}, "
+            f"cast(null as varchar) as {UNDECLARED_PLACEHOLDER} where false)"
+        )
+
+    @property
+    def has_undeclared_column(self) -> str:
+        """Whether the row has a value in a column the source does not declare (a lambda over
+        the names: an undeclared name may be data, e.g. a header-less file's first row)."""
+        declared = ", ".join(_sql_string(c) for c in (*self.columns, "filename"))
+        return f"coalesce(length(coalesce(*columns(lambda c: c not in ({declared})))) >= 0, false)"
 
     @property
     def skips_rows(self) -> bool:
@@ -130,8 +142,22 @@ class LandingSource:
             f"{_sql_string(column + '=')} || landing_row.{_quote(column)}"
             for column in sorted(self.columns)
         )
-        return f"pl_token(md5(concat_ws(chr(31), {fields})), {_sql_string(RECORD_SALT)})"
+        # A row with undeclared values: every non-null field as name=value in name order
+        # (landing_row_text in landing_records.sql).
+        whole_row = (
+            "array_to_string(list_transform(list_filter(list_sort(map_entries(json_transform("
+            "json_merge_patch(to_json(landing_row), '{\"filename\": null}'), "
+            "'\"MAP(VARCHAR, VARCHAR)\"'))), entry -> length(entry.value) >= 0), "
+            "entry -> entry.key || '=' || entry.value), chr(31))"
+        )
+        digest = (
+            f"case when {self.has_undeclared_column} then md5('*' || {whole_row}) "
+            f"else md5(concat_ws(chr(31), {fields})) end"
+        )
+        return f"pl_token({digest}, {_sql_string(RECORD_SALT)})"
 
+
+UNDECLARED_PLACEHOLDER = "pl_no_undeclared_column"
 
 _CSV = (
     "read_csv({glob}, delim=',', quote='\"', escape='\"', header=true, all_varchar=true, "
@@ -494,23 +520,26 @@ def _erased_rows(conn, relation: str, source: LandingSource, lake: Path) -> dict
     )
 
 
+def parquet_footer_readable(path: str | os.PathLike) -> bool:
+    """Whether a Parquet landing file's footer can be read: the build and the erasure's landing
+    search skip a file that fails (truncated, not Parquet) instead of failing on it."""
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except Exception:  # noqa: BLE001 - any failure means the file cannot be read
+        return False
+    return True
+
+
 def register(conn: duckdb.DuckDBPyConnection) -> None:
     """pl_landing_file_readable(path): whether a Parquet landing file's footer can be read.
     The build skips, with a warning, a file it cannot read (macros/ingest/
     landing_readable_relation.sql) instead of failing every source's quarantine on it."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     def readable(paths):  # no annotations: DuckDB resolves them in this module
-        results = []
-        for path in paths.to_pylist():
-            try:
-                pq.read_metadata(path)
-            except Exception:  # noqa: BLE001 - any failure means the file cannot be read
-                results.append(False)
-            else:
-                results.append(True)
-        return pa.array(results, pa.bool_())
+        return pa.array([parquet_footer_readable(p) for p in paths.to_pylist()], pa.bool_())
 
     with contextlib.suppress(duckdb.InvalidInputException):
         conn.remove_function("pl_landing_file_readable")

@@ -458,6 +458,41 @@ def test_the_verifier_scans_dbt_target_and_log_folders_where_dbt_writes_them(
     assert token not in out + err and person.customer_id not in out + err
 
 
+def test_the_landing_search_reads_the_files_as_the_build_does(demo_copy, capsys):
+    """Landing holds a truncated Parquet file (the build skips it) and a CSV file with a short
+    and a long row beside the subject's row (the build reads it with the source's dialect): the
+    erasure's search of landing must neither fail on the first nor misread the second."""
+    people = landing_people(demo_copy.landing)
+    person = next(p for p in people.values() if p.cards and p.ibans)
+    customers = demo_copy.landing / "core_banking" / "customers"
+    holding = 0
+    for folder in ("core_banking/customers", "core_banking/accounts"):
+        for path in sorted((demo_copy.landing / folder).glob("*.csv")):
+            rows = csv.DictReader(path.open(encoding="utf-8"))
+            holding += any(r["customer_id"].strip() == person.customer_id for r in rows)
+    for path in sorted((demo_copy.landing / "cards" / "transactions").glob("*.parquet")):
+        ids = pq.read_table(path, columns=["customer_id"])["customer_id"].to_pylist()
+        holding += person.customer_id in ids
+        good = path
+    truncated = demo_copy.landing / "cards" / "transactions" / "transactions_x001_truncated.parquet"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    header = "customer_id,first_name,last_name,email,birth_date,city,created_at,updated_at"
+    first, last = person.name.split(" ", 1)
+    (customers / "customers_x001_ragged.csv").write_text(
+        f"{header}\n"
+        f"{person.customer_id},{first},{last},{person.email},1980-01-02,Ragtown,2024-03-01,2024-03-01\n"
+        "R-9003,Short\n"
+        "R-9004,Long,Row,l@example.test,1982-03-04,Ragtown,2024-03-01,2024-03-01,extra\n"
+    )
+    argv = ["--customer-id", person.customer_id, "--json"]
+    with demo_copy.env():
+        code = erasure.run(parser_for(erasure).parse_args(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    (request,) = json.loads(out)["requests"]
+    assert request["landing_files_holding_subject"] == holding + 1
+
+
 # ---------------------------------------------------------------------------------------------
 # The verifier and the clustered delete on purpose-made data
 

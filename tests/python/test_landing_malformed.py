@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import duckdb
 import pytest
 from deltalake import DeltaTable
-from privacy_lakehouse import landing
+from privacy_lakehouse import erasure, landing
 from privacy_lakehouse.keyring import Keyring
 from privacy_lakehouse.landing import KEPT_UNREADABLE, purge_landing
 from privacy_lakehouse.settings import load_settings
@@ -48,9 +48,27 @@ MISSPELLED = "\n".join(
         f"M-9202,Max,{MISSPELLED_MARK},m2@example.test,1991-01-01,Typo,{WHEN},{WHEN}",
     ]
 )
+# Consent events whose fields hold a JSON boolean, array or object: none is a field's text.
+TYPED_FILE = "consent_events_x001_typed.jsonl"
+TYPED_MARK = "Qtypedvalue"
+TYPED = "\n".join(
+    [
+        '{"event_id": "T-1", "customer_id": "C0000001", "purpose": "marketing", "action": "grant",'
+        ' "event_ts": "2024-03-01 10:00:00", "channel": "app"}',
+        '{"event_id": "T-2", "customer_id": true, "purpose": "marketing", "action": "grant",'
+        ' "event_ts": "2024-03-01 10:00:00", "channel": "app"}',
+        f'{{"event_id": "T-3", "customer_id": ["C0000001", "{TYPED_MARK}"], "purpose": "marketing",'
+        ' "action": "grant", "event_ts": "2024-03-01 10:00:00", "channel": "app"}',
+        '{"event_id": "T-4", "customer_id": "C0000001", "purpose": "marketing", "action": "grant",'
+        f' "event_ts": "2024-03-01 10:00:00", "channel": {{"name": "{TYPED_MARK}"}}}}',
+        # A number is a scalar: read as its text, as before.
+        '{"event_id": 5, "customer_id": "C0000001", "purpose": "marketing", "action": "grant",'
+        ' "event_ts": "2024-03-01 10:00:00", "channel": "app"}',
+    ]
+)
 CUSTOMERS = "core_banking/customers"
 RAGGED_FILE = "customers_x001_ragged.csv"
-MARKS = (SHORT_MARK, LONG_MARK, EXTRA_MARK, HEADERLESS_MARK, MISSPELLED_MARK)
+MARKS = (SHORT_MARK, LONG_MARK, EXTRA_MARK, HEADERLESS_MARK, MISSPELLED_MARK, TYPED_MARK)
 
 
 @dataclass
@@ -70,6 +88,7 @@ def malformed(demo, tmp_path_factory) -> Malformed:
     (folder / "customers_x001_ragged.csv").write_text(RAGGED + "\n")
     (folder / "customers_x002_headerless.csv").write_text(HEADERLESS + "\n")
     (folder / "customers_x003_misspelled.csv").write_text(MISSPELLED + "\n")
+    (lake.landing / "consent/events" / TYPED_FILE).write_text(TYPED + "\n")
     good = sorted((lake.landing / "cards/transactions").glob("*.parquet"))[0]
     corrupt = lake.landing / "cards/transactions/transactions_x001_truncated.parquet"
     corrupt.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
@@ -137,6 +156,21 @@ def test_a_value_in_a_misspelled_column_is_quarantined(malformed):
     )
 
 
+def test_a_json_boolean_array_or_object_in_a_field_is_quarantined_as_wrong_type(malformed):
+    rows = malformed.rows(TYPED_FILE)
+    assert [r["reject_reason"] for r in rows] == ["wrong_type"] * 3
+    # The structured customer_id is no subject: the row is kept under the file's key, and an
+    # erasure finds it by content.
+    assert sorted(r["has_subject"] for r in rows) == [False, False, True]
+    assert sorted(decrypted(malformed.lake, rows)) == sorted(TYPED.split("\n")[1:4])
+    con = malformed.lake.duckdb()
+    bronze = malformed.lake.lake / "bronze" / "raw_consent__events"
+    assert con.execute(
+        f"select event_id from delta_scan('{bronze}') where source_file = ? order by event_id",
+        [TYPED_FILE],
+    ).fetchall() == [("5",), ("T-1",)]
+
+
 def test_the_build_warns_with_counts_and_file_names_never_values(malformed):
     output = malformed.output
     assert (
@@ -144,6 +178,10 @@ def test_the_build_warns_with_counts_and_file_names_never_values(malformed):
         "(files: customers_x001_ragged.csv)" in output
     )
     assert "4 row(s) quarantined as undeclared_column" in output
+    assert (
+        f"landing source consent.events: 3 row(s) quarantined as wrong_type (files: {TYPED_FILE})"
+        in output
+    )
     assert "transactions_x001_truncated.parquet is not a readable Parquet file" in output
     written = [output]
     for folder in ("logs", "target"):
@@ -185,3 +223,30 @@ def test_the_purge_counts_the_rows_the_csv_reader_skips(tmp_path):
     con = duckdb.connect()
     assert landing._rows_by_file(con, source.rows(tmp_path, file)) == {str(file): 3}
     assert sorted(landing._skipped_rows(con, source, file)) == sorted(RAGGED.split("\n")[3:5])
+
+
+# Last in this module: it changes the shared lake.
+def test_erasing_a_subject_of_a_headerless_file_takes_only_their_row(malformed):
+    """The rows of a header-less file have no declared field: hashed over their declared
+    fields only they all shared one record hash, and erasing one by its record took the
+    others too (and its tombstone kept every later such row out)."""
+    rows = malformed.rows("customers_x002_headerless.csv")
+    assert len({r["record_hash"] for r in rows}) == 2
+    with malformed.lake.env():
+        settings = load_settings()
+        evidence = erasure.erase_subjects([{"customer_id": "H-9102"}], settings=settings)
+        assert evidence["requests"][0]["status"] == "erased"
+        purge = purge_landing(settings=settings, dry_run=True, keep_days=0)
+    quarantine = DeltaTable(str(malformed.lake.lake / "bronze" / "raw_quarantine__records"))
+    left = [
+        r
+        for r in quarantine.to_pyarrow_table().to_pylist()
+        if r["source_file"] == "customers_x002_headerless.csv"
+    ]
+    (kept,) = left
+    (text,) = decrypted(malformed.lake, left)
+    assert "H-9103" in text and "H-9102" not in text
+    # The purge counts the erased row by its tombstone: the file is accounted for.
+    by_path = {entry["path"]: entry for entry in purge["files"]}
+    account = by_path[f"{CUSTOMERS}/customers_x002_headerless.csv"]
+    assert (account["rows"], account["quarantine_rows"], account["erased_rows"]) == (2, 1, 1)

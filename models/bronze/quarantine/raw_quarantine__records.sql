@@ -24,7 +24,7 @@ rejected as (
     select
         '{{ source_name }}.{{ table_name }}' as source_name,
         source_file,
-        {{ landing_record_hash(source_name, table_name, 'raw_record', format) }} as record_hash,
+        {{ landing_record_hash(source_name, table_name, 'raw_record', format, whole_row_when="reject_reason = 'undeclared_column'") }} as record_hash,
         reject_reason,
         customer_id,
         {{ landing_record_text('raw_record', format) }} as raw_record

@@ -12,6 +12,7 @@ parsed as (
         ingest_key,
         raw_record,
         doc is not null as is_parseable,
+        coalesce(doc_wrong_type, false) as has_wrong_type,
         nullif(trim(doc.event_id), '') as event_id,
         nullif(trim(doc.customer_id), '') as customer_id,
         doc.purpose as purpose,
@@ -25,6 +26,7 @@ select
     *,
     case
         when not is_parseable then 'unparseable_line'
+        when has_wrong_type then 'wrong_type'
         when event_id is null or customer_id is null then 'missing_key'
         when purpose not in ('analytics', 'marketing', 'fraud_prevention', 'partner_sharing')
             or purpose is null then 'unknown_enum'

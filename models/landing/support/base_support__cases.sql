@@ -12,6 +12,7 @@ parsed as (
         ingest_key,
         raw_record,
         doc is not null as is_parseable,
+        coalesce(doc_wrong_type, false) as has_wrong_type,
         nullif(trim(doc.case_id), '') as case_id,
         nullif(trim(doc.customer_id), '') as customer_id,
         doc.opened_at as opened_at,
@@ -26,6 +27,7 @@ select
     *,
     case
         when not is_parseable then 'unparseable_line'
+        when has_wrong_type then 'wrong_type'
         when case_id is null or customer_id is null then 'missing_key'
         when channel not in ('phone', 'email', 'chat', 'branch') or channel is null then 'unknown_enum'
         when case_status not in ('open', 'pending', 'resolved', 'closed') or case_status is null
