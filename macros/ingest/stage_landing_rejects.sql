@@ -32,7 +32,8 @@
     {%- if is_incremental() -%}
         {%- set settled = _landing_ingested_files(source_name, table_name, "source_name = '" ~ source_name ~ "." ~ table_name ~ "'")[0] -%}
     {%- endif -%}
-    {%- set files = run_query("select file from glob(" ~ _privacy_string_literal(glob) ~ ") order by file").columns[0].values() -%}
+    {#- A file the reader cannot read at all is skipped by the build (landing_readable_relation). -#}
+    {%- set files = run_query("select file from glob(" ~ _privacy_string_literal(glob) ~ ") where pl_landing_file_readable(file) order by file").columns[0].values() -%}
     {%- do run_query("drop table if exists pl_rejects_scan; drop table if exists pl_rejects_errors") -%}
     {%- for file in files if modules.re.search('[^/]+$', file).group(0) not in settled -%}
         {%- do run_query(

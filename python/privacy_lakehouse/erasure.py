@@ -724,13 +724,13 @@ class _Resolver:
 
 
 def _landing_files(landing_dir: Path, folder: str, fmt: str) -> list[str]:
-    from privacy_lakehouse.landing import parquet_footer_readable
+    from privacy_lakehouse.landing import landing_file_readable
 
     suffix = ".csv" if fmt == "csv" else ".parquet"
     base = landing_dir / folder
     files = sorted(str(p) for p in base.glob(f"*{suffix}")) if base.is_dir() else []
-    # The build skips a Parquet file it cannot read; one such file would fail the whole read.
-    return [f for f in files if fmt != "parquet" or parquet_footer_readable(f)]
+    # The build skips a file it cannot read; one such file would fail the whole read.
+    return [f for f in files if landing_file_readable(f)]
 
 
 def _landing_relation(folder: str) -> str:

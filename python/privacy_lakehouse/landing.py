@@ -520,26 +520,34 @@ def _erased_rows(conn, relation: str, source: LandingSource, lake: Path) -> dict
     )
 
 
-def parquet_footer_readable(path: str | os.PathLike) -> bool:
-    """Whether a Parquet landing file's footer can be read: the build and the erasure's landing
-    search skip a file that fails (truncated, not Parquet) instead of failing on it."""
-    import pyarrow.parquet as pq
-
+def landing_file_readable(path: str | os.PathLike) -> bool:
+    """Whether a table landing file can be read at all: a Parquet file's footer, a CSV file's
+    header and dialect (a quote left open makes DuckDB's reader fail on the whole file). The
+    build, the quarantine's pre-hook and the erasure's landing search skip a file that fails,
+    instead of failing every file of its source with it; the purge keeps it (kept_unreadable).
+    Other files (JSON lines, read line by line) always read."""
+    name = str(path)
     try:
-        pq.read_metadata(path)
+        if name.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            pq.read_metadata(name)
+        elif name.endswith(".csv"):
+            with duckdb.connect() as conn:
+                conn.execute(f"describe select * from {_CSV.format(glob=_sql_string(name))}")
     except Exception:  # noqa: BLE001 - any failure means the file cannot be read
         return False
     return True
 
 
 def register(conn: duckdb.DuckDBPyConnection) -> None:
-    """pl_landing_file_readable(path): whether a Parquet landing file's footer can be read.
-    The build skips, with a warning, a file it cannot read (macros/ingest/
-    landing_readable_relation.sql) instead of failing every source's quarantine on it."""
+    """pl_landing_file_readable(path): landing_file_readable for SQL. The build skips, with a
+    warning, a file it cannot read (macros/ingest/landing_readable_relation.sql) instead of
+    failing every source's quarantine on it."""
     import pyarrow as pa
 
     def readable(paths):  # no annotations: DuckDB resolves them in this module
-        return pa.array([parquet_footer_readable(p) for p in paths.to_pylist()], pa.bool_())
+        return pa.array([landing_file_readable(p) for p in paths.to_pylist()], pa.bool_())
 
     with contextlib.suppress(duckdb.InvalidInputException):
         conn.remove_function("pl_landing_file_readable")

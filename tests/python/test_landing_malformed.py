@@ -66,9 +66,21 @@ TYPED = "\n".join(
         ' "event_ts": "2024-03-01 10:00:00", "channel": "app"}',
     ]
 )
+# A quote left open: DuckDB's reader cannot make out the file at all.
+UNCLOSED_FILE, UNCLOSED_MARK = "customers_x004_unclosed.csv", "Qunclosedvalue"
+UNCLOSED = "\n".join(
+    [
+        HEADER,
+        f'U-9301,Una,"{UNCLOSED_MARK},u1@example.test,1990-01-01,Quote,{WHEN},{WHEN}',
+        f"U-9302,Udo,Row,u2@example.test,1991-01-01,Quote,{WHEN},{WHEN}",
+    ]
+)
 CUSTOMERS = "core_banking/customers"
 RAGGED_FILE = "customers_x001_ragged.csv"
-MARKS = (SHORT_MARK, LONG_MARK, EXTRA_MARK, HEADERLESS_MARK, MISSPELLED_MARK, TYPED_MARK)
+MARKS = (
+    *(SHORT_MARK, LONG_MARK, EXTRA_MARK, HEADERLESS_MARK, MISSPELLED_MARK),
+    *(TYPED_MARK, UNCLOSED_MARK),
+)
 
 
 @dataclass
@@ -88,6 +100,7 @@ def malformed(demo, tmp_path_factory) -> Malformed:
     (folder / "customers_x001_ragged.csv").write_text(RAGGED + "\n")
     (folder / "customers_x002_headerless.csv").write_text(HEADERLESS + "\n")
     (folder / "customers_x003_misspelled.csv").write_text(MISSPELLED + "\n")
+    (folder / UNCLOSED_FILE).write_text(UNCLOSED + "\n")
     (lake.landing / "consent/events" / TYPED_FILE).write_text(TYPED + "\n")
     good = sorted((lake.landing / "cards/transactions").glob("*.parquet"))[0]
     corrupt = lake.landing / "cards/transactions/transactions_x001_truncated.parquet"
@@ -182,7 +195,8 @@ def test_the_build_warns_with_counts_and_file_names_never_values(malformed):
         f"landing source consent.events: 3 row(s) quarantined as wrong_type (files: {TYPED_FILE})"
         in output
     )
-    assert "transactions_x001_truncated.parquet is not a readable Parquet file" in output
+    assert "transactions_x001_truncated.parquet cannot be read (not a readable Parquet" in output
+    assert f"file {UNCLOSED_FILE} cannot be read (no CSV header and dialect" in output
     written = [output]
     for folder in ("logs", "target"):
         written += [
@@ -196,9 +210,15 @@ def test_the_build_warns_with_counts_and_file_names_never_values(malformed):
         assert not any(mark in text for text in written), mark
 
 
-def test_an_unreadable_parquet_file_is_skipped_and_kept(malformed):
+def test_an_unreadable_parquet_or_csv_file_is_skipped_and_kept(malformed):
     transactions = [r for r in malformed.quarantine if r["source_name"] == "cards.transactions"]
     assert transactions and not any("_x001_" in r["source_file"] for r in transactions)
+    assert not malformed.rows(UNCLOSED_FILE)
+    bronze = malformed.lake.lake / "bronze" / "raw_core_banking__customers"
+    con = malformed.lake.duckdb()
+    assert con.execute(
+        f"select count(*) from delta_scan('{bronze}') where source_file = ?", [UNCLOSED_FILE]
+    ).fetchone() == (0,)
     with malformed.lake.env():
         summary = purge_landing(settings=load_settings(), dry_run=True, keep_days=0)
     by_path = {entry["path"]: entry for entry in summary["files"]}
@@ -211,6 +231,7 @@ def test_an_unreadable_parquet_file_is_skipped_and_kept(malformed):
     assert (ragged["rows"], ragged["bronze_rows"], ragged["quarantine_rows"]) == (5, 3, 2)
     headerless = by_path[f"{CUSTOMERS}/customers_x002_headerless.csv"]
     assert (headerless["rows"], headerless["quarantine_rows"]) == (2, 2)
+    assert by_path[f"{CUSTOMERS}/{UNCLOSED_FILE}"]["decision"] == KEPT_UNREADABLE
     readable = [p for p in by_path if p.startswith("cards/") and "_x001_" not in p]
     assert readable and all(by_path[p]["decision"] != KEPT_UNREADABLE for p in readable)
 
