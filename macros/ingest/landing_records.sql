@@ -19,8 +19,8 @@
   - doc (JSON lines only): the line parsed once into a STRUCT of the VARCHAR `fields` (a field
     the line lacks is NULL), or NULL when the line is not a JSON object;
   - doc_wrong_type (JSON lines only): true when a field holds a JSON boolean, array or object,
-    which no field of a landing contract is (a string or a number is); that field reads as NULL
-    in doc, so a structured customer_id never becomes a subject.
+    which no field of a landing contract is (a string or a number is); doc holds such a field's
+    JSON text, which landing_json_field reads as NULL.
   No window over the rows and no JSON round trip for tables: this is the hot path of every build.
 -#}
 {% macro landing_records(source_name, table_name, format='table', fields=[]) -%}
@@ -42,48 +42,38 @@
     {%- set undeclared = 'coalesce(length(coalesce(*columns(lambda c: c not in (' ~ declared ~ ')))) >= 0, false)' -%}
     {%- set structure = {} -%}
     {%- for field in fields -%}
-        {%- do structure.update({field: 'JSON'}) -%}
+        {%- do structure.update({field: 'VARCHAR'}) -%}
     {%- endfor -%}
     {%- if format == 'jsonl' and not fields -%}
         {{ exceptions.raise_compiler_error("landing_records: JSON lines source " ~ source_name ~ "." ~ table_name ~ " needs the fields to parse") }}
     {%- endif -%}
     select
         *,
+        {%- if format == 'jsonl' %}
+        (
+        {%- for field in fields %}
+            {{ privacy_lakehouse._landing_json_structured(field) }}{% if not loop.last %} or{% endif %}
+        {%- endfor %}
+        ) as doc_wrong_type,
+        {%- endif %}
         {{ privacy_lakehouse.landing_ingest_key('source_file', 'record_hash') }} as ingest_key
     from (
         select
             regexp_extract(landing_row.filename, '[^/]+$') as source_file,
         {%- if format == 'jsonl' %}
-            {#- Each field as JSON first, so its type is known; then the text of the scalars. -#}
-            case when doc_json is not null then struct_pack(
-            {%- for field in fields %}
-                {{ adapter.quote(field) }} := case when not {{ _json_structured('doc_json.' ~ adapter.quote(field)) }} then doc_json.{{ adapter.quote(field) }} ->> '$' end{% if not loop.last %},{% endif %}
-            {%- endfor %}
-            ) end as doc,
-            case when doc_json is not null then (
-            {%- for field in fields %}
-                {{ _json_structured('doc_json.' ~ adapter.quote(field)) }}{% if not loop.last %} or{% endif %}
-            {%- endfor %}
-            ) end as doc_wrong_type,
-            raw_record,
-            record_hash
-        from (
-            select
-                filename,
-                {#- try_cast, not `json_valid(line) and ...`: DuckDB may reorder that conjunction
-                    when it pushes a filter on doc down, and then json_type fails on a truncated
-                    line (seen at 1M rows). try_cast makes every branch safe to evaluate.
-                    unnest([...]) is an optimization barrier: without it DuckDB copies the parse
-                    into every pushed-down filter that reads a field, parsing each line about
-                    eight times (2x slower at 10M rows). -#}
-                unnest([case
-                    when json_type(try_cast(line as json)) = 'OBJECT'
-                        then json_transform(try_cast(line as json), {{ privacy_lakehouse._privacy_string_literal(tojson(structure)) }})
-                end]) as doc_json,
-                line as raw_record,
-                {{ privacy_lakehouse.landing_record_hash(source_name, table_name, 'line', format) }} as record_hash
-            from {{ relation }}
-        ) as landing_row
+            {#- try_cast, not `json_valid(line) and ...`: DuckDB may reorder that conjunction
+                when it pushes a filter on doc down, and then json_type fails on a truncated
+                line (seen at 1M rows). try_cast makes every branch safe to evaluate.
+                unnest([...]) is an optimization barrier: without it DuckDB copies the parse
+                into every pushed-down filter that reads a field, parsing each line about
+                eight times (2x slower at 10M rows). -#}
+            unnest([case
+                when json_type(try_cast(landing_row.line as json)) = 'OBJECT'
+                    then json_transform(try_cast(landing_row.line as json), {{ privacy_lakehouse._privacy_string_literal(tojson(structure)) }})
+            end]) as doc,
+            landing_row.line as raw_record,
+            {{ privacy_lakehouse.landing_record_hash(source_name, table_name, 'landing_row.line', format) }} as record_hash
+        from {{ relation }} as landing_row
         {%- else %}
             {{ privacy_lakehouse.landing_record_hash(source_name, table_name, 'landing_row', whole_row_when=undeclared) }} as record_hash,
             landing_row as raw_record,
@@ -182,9 +172,4 @@
 {#- The identity of a landing row in bronze: file name + record hash. -#}
 {% macro landing_ingest_key(source_file, record_hash) -%}
     md5({{ source_file }} || '|' || {{ record_hash }})
-{%- endmacro %}
-
-{#- True when a JSON value (of a json_transform to JSON) is a boolean, array or object. -#}
-{% macro _json_structured(value) -%}
-    coalesce(json_type({{ value }}) in ('BOOLEAN', 'ARRAY', 'OBJECT'), false)
 {%- endmacro %}

@@ -14,7 +14,8 @@ parsed as (
         doc is not null as is_parseable,
         coalesce(doc_wrong_type, false) as has_wrong_type,
         nullif(trim(doc.case_id), '') as case_id,
-        nullif(trim(doc.customer_id), '') as customer_id,
+        -- a JSON array or object here is no customer number: NULL, and the row quarantined
+        nullif(trim({{ landing_json_field('customer_id') }}), '') as customer_id,
         doc.opened_at as opened_at,
         doc.channel as channel,
         doc.category as category,
